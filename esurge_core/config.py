@@ -1,0 +1,208 @@
+"""Engine configuration: pydantic models with ranges, and flat EasyDeL-style keyword names.
+
+Users mostly write ``eSurge(model=..., max_model_len=..., page_size=...)``; those flat names
+(the user-facing names of EasyDeL's eSurge) are routed into four sections by
+``EngineConfig.from_kwargs``. Every invalid value raises ``ConfigError`` naming the field, the
+value and the allowed range.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from esurge_core.errors import ConfigError
+
+DType = Literal["float32", "bfloat16"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelConfig(_Section):
+    """Which model to run and in which precision."""
+
+    model: str = Field(
+        "smollm2-135m-instruct",
+        min_length=1,
+        description="A packaged short name, a Hugging Face folder, or a GGUF file.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer folder or GGUF file; default: the model's own."
+    )
+    dtype: DType = Field("float32", description="Weights and activations dtype.")
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        le=1_048_576,
+        description="Longest prompt + output in tokens; default: the model's own limit.",
+    )
+
+
+class CacheConfig(_Section):
+    """The paged KV cache."""
+
+    page_size: int = Field(16, ge=1, le=1024, description="Tokens per KV-cache page.")
+    hbm_utilization: float = Field(
+        0.85,
+        gt=0.0,
+        le=0.98,
+        description="Share of accelerator memory eSurge may use (weights + KV cache).",
+    )
+    kv_cache_memory: int | None = Field(
+        None,
+        ge=1 << 20,
+        description="Byte budget for the KV cache on CPU (no HBM); default: from free RAM.",
+    )
+    enable_prefix_caching: bool = Field(True, description="Reuse cached pages of shared prefixes.")
+    prefix_cache_capacity: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of pages that may sit in the prefix cache unreferenced.",
+    )
+    kv_cache_allocator: str = Field("paged", min_length=1, description="Allocator plugin name.")
+
+
+class SchedulerConfig(_Section):
+    """How one engine step is planned."""
+
+    scheduler: str = Field(
+        "fcfs", min_length=1, description="Scheduling policy: 'fcfs', 'priority', or a plugin's."
+    )
+    max_num_seqs: int = Field(64, ge=1, le=4096, description="Most requests running in one step.")
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_048_576,
+        description="Token budget of one step; default: 2048 (or max_model_len without chunking).",
+    )
+    enable_chunked_prefill: bool = Field(True, description="Split long prompts over steps.")
+    enable_preemption: bool = Field(
+        True, description="Preempt running requests when pages run out (else fail the newest)."
+    )
+
+
+class RuntimeConfig(_Section):
+    """Backends and compilation."""
+
+    attention: str = Field(
+        "auto", min_length=1, description="'auto', 'xla', 'pallas', 'triton', or a plugin's."
+    )
+    sampler: str = Field("default", min_length=1, description="Sampler plugin name.")
+    min_input_pad: int = Field(
+        8, ge=1, le=65_536, description="Smallest padded token/sequence bucket."
+    )
+    use_aot_forward: bool = Field(
+        False, description="Compile every bucket at start-up (with a progress bar)."
+    )
+    runner_verbose: bool = Field(False, description="Log every compilation and step shape.")
+    esurge_name: str | None = Field(
+        None, max_length=128, description="Name shown in logs, metrics and /v1/models."
+    )
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelConfig,
+    "cache": CacheConfig,
+    "scheduler": SchedulerConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+class EngineConfig(BaseModel):
+    """The whole engine configuration, in four sections."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelConfig = ModelConfig()
+    cache: CacheConfig = CacheConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _check_cross_field_limits(self) -> EngineConfig:
+        budget = self.scheduler.max_num_batched_tokens
+        if budget is not None and budget < self.scheduler.max_num_seqs:
+            raise ValueError(
+                f"scheduler.max_num_batched_tokens = {budget} is smaller than "
+                f"scheduler.max_num_seqs = {self.scheduler.max_num_seqs}; every running "
+                "request needs at least one token per step, so raise it to at least "
+                f"{self.scheduler.max_num_seqs}"
+            )
+        max_len = self.model.max_model_len
+        if (
+            budget is not None
+            and max_len is not None
+            and not self.scheduler.enable_chunked_prefill
+            and budget < max_len
+        ):
+            raise ValueError(
+                f"scheduler.max_num_batched_tokens = {budget} is smaller than "
+                f"model.max_model_len = {max_len} with chunked prefill disabled, so a long "
+                "prompt could never be scheduled; raise it or enable chunked prefill"
+            )
+        return self
+
+    @classmethod
+    def field_names(cls) -> dict[str, str]:
+        """Flat keyword name -> section, for every configurable field."""
+        return {
+            name: section for section, model in _SECTIONS.items() for name in model.model_fields
+        }
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Build a config from flat keywords (``page_size=32, max_num_seqs=8, ...``).
+
+        Raises:
+            ConfigError: an unknown keyword, or a value outside its range.
+        """
+        routes = cls.field_names()
+        sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        unknown = sorted(set(kwargs) - set(routes))
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration field(s) {unknown}; known fields: {sorted(routes)}"
+            )
+        for key, value in kwargs.items():
+            sections[routes[key]][key] = value
+        return cls.validated(sections)
+
+    @classmethod
+    def validated(cls, data: dict[str, Any]) -> EngineConfig:
+        """``model_validate`` with errors turned into one readable ``ConfigError``."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc)) from None
+
+    def replace(self, **kwargs: Any) -> EngineConfig:
+        """A copy with some flat fields changed, validated again."""
+        data = self.model_dump()
+        routes = self.field_names()
+        unknown = sorted(set(kwargs) - set(routes))
+        if unknown:
+            raise ConfigError(
+                f"unknown configuration field(s) {unknown}; known fields: {sorted(routes)}"
+            )
+        for key, value in kwargs.items():
+            data[routes[key]][key] = value
+        return self.validated(data)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field = value: what is allowed``."""
+    lines = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if not location:
+            lines.append(message)
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{location}: unknown field")
+        else:
+            lines.append(f"{location} = {error.get('input')!r}: {message}")
+    return "invalid eSurge configuration: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Scheduling: the policy interface that scheduler plugins implement."""

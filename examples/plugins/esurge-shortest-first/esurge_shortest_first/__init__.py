@@ -1,0 +1,1 @@
+"""Example eSurge plugin: shortest-prompt-first scheduling."""

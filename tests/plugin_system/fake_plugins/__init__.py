@@ -1,0 +1,1 @@
+"""Real plugin modules used by the plugin-system tests (each is one kind of plugin)."""
