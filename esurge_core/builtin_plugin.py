@@ -8,7 +8,18 @@ name and users select it in config.
 from __future__ import annotations
 
 from esurge_core.hookspecs import hookimpl
-from esurge_core.registrars import KVCacheAllocatorRegistrar
+from esurge_core.registrars import KVCacheAllocatorRegistrar, ModelRegistrar, SamplerRegistrar
+
+#: Architectures implemented in ``esurge_core.models`` (kept here as data so registering
+#: them imports no model code).
+BUILTIN_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Llama4ForCausalLM",
+)
 
 
 @hookimpl
@@ -19,3 +30,24 @@ def esurge_register_kv_cache_allocators(register: KVCacheAllocatorRegistrar) -> 
         loader="esurge_core.kv_cache.manager:KVCacheManager",
         description="page pool with LRU prefix cache, per-group page release",
     )
+
+
+@hookimpl
+def esurge_register_samplers(register: SamplerRegistrar) -> None:
+    """The on-device batched sampler (penalties, bias, top-k/p, min-p, seeded rows)."""
+    register(
+        name="default",
+        loader="esurge_core.sampling.sampler:sample",
+        description="per-row batched sampler on device",
+    )
+
+
+@hookimpl
+def esurge_register_models(register: ModelRegistrar) -> None:
+    """Every architecture the core implements."""
+    for architecture in BUILTIN_ARCHITECTURES:
+        register(
+            architecture=architecture,
+            loader="esurge_core.models.registry:build_model",
+            description="built-in JAX implementation",
+        )

@@ -1,0 +1,563 @@
+"""``eSurge``: the engine object a Python user creates.
+
+It loads the model, selects the plugins named in the configuration, sizes the KV cache, and
+owns one background thread that runs the step loop (it sleeps when there is nothing to do).
+Callers submit requests from any thread and block only on their own request's queue:
+``generate`` for whole batches, ``stream`` for deltas, ``chat`` for chat messages,
+``async_stream``/``async_generate`` for asyncio servers, and ``add_request``/``step``/``abort``
+for callers that drive the loop themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from esurge_core.capabilities import Requirements
+from esurge_core.components import ComponentKind
+from esurge_core.config import EngineConfig
+from esurge_core.engine.model_loading import load_model
+from esurge_core.engine.outputs import RequestOutput
+from esurge_core.engine.request import FinishReason, Request
+from esurge_core.engine.request_tracker import ChoiceTracker, RequestTracker
+from esurge_core.errors import ESurgeError
+from esurge_core.kv_cache.sizing import plan_kv_cache_for_device
+from esurge_core.platform import current_platform
+from esurge_core.plugin_manager import get_plugin_manager
+from esurge_core.runner.model_runner import ModelRunner
+from esurge_core.sampling.params import SamplingParams
+from esurge_core.sampling.rng import request_seed
+from esurge_core.scheduling.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | dict[str, Any]
+
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+
+
+class EngineDeadError(ESurgeError, RuntimeError):
+    """The engine loop has stopped (closed, or a fatal error); no request can be served."""
+
+
+class _SyncSink:
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[RequestOutput | BaseException] = queue.SimpleQueue()
+
+    def put(self, item: RequestOutput | BaseException) -> None:
+        self.queue.put(item)
+
+
+class _AsyncSink:
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+
+    def put(self, item: RequestOutput | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+class eSurge:
+    """The eSurge inference engine.
+
+    Args:
+        model: packaged short name (``"smollm2-135m-instruct"``, ``"gemma3-270m"``), a Hugging
+            Face folder, or a GGUF file.
+        tokenizer: tokenizer folder or GGUF file; default: the model's own.
+        **config: any field of ``EngineConfig`` by its flat name (``max_model_len``,
+            ``max_num_seqs``, ``page_size``, ``dtype``, ``hbm_utilization``, ...; see
+            docs/engine.md).
+
+    Raises:
+        ConfigError: an invalid configuration value.
+        ComponentSelectionError: a named plugin is missing or unusable.
+        WeightLoadError: the model cannot be loaded.
+    """
+
+    def __init__(
+        self, model: str = "smollm2-135m-instruct", tokenizer: str | None = None, **config: Any
+    ):
+        self.config = EngineConfig.from_kwargs(model=model, tokenizer=tokenizer, **config)
+        cfg = self.config
+        registry = get_plugin_manager().registry
+        loaded = load_model(cfg.model.model, cfg.model.tokenizer, cfg.model.dtype)
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.model_name = cfg.runtime.esurge_name or cfg.model.model
+        self.max_model_len = cfg.model.max_model_len or min(
+            self.model.max_position_embeddings, 8192
+        )
+        groups = self.model.kv_cache_groups()
+        budget = cfg.scheduler.max_num_batched_tokens or (
+            DEFAULT_MAX_NUM_BATCHED_TOKENS
+            if cfg.scheduler.enable_chunked_prefill
+            else self.max_model_len
+        )
+        self.max_num_batched_tokens = max(budget, cfg.scheduler.max_num_seqs)
+        platform = current_platform()
+        requirements = Requirements(
+            platform=platform,
+            dtype=cfg.model.dtype,
+            head_dim=self.model.head_dim,
+            page_size=cfg.cache.page_size,
+            patterns=frozenset(g.pattern for g in groups),
+            soft_cap=getattr(self.model, "attn_logit_softcap", None) is not None,
+        )
+        attention_spec = registry.select(
+            ComponentKind.ATTENTION_BACKEND, cfg.runtime.attention, requirements
+        )
+        self.attention_backend_name = attention_spec.name
+        attention = attention_spec.load()()
+        dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
+        self.kv_plan = plan_kv_cache_for_device(
+            groups=groups,
+            page_size=cfg.cache.page_size,
+            num_kv_heads=self.model.num_kv_heads,
+            head_dim=self.model.head_dim,
+            dtype_bytes=dtype_bytes,
+            max_model_len=self.max_model_len,
+            weight_bytes=_tree_bytes(loaded.params),
+            hbm_utilization=cfg.cache.hbm_utilization,
+            kv_cache_memory=cfg.cache.kv_cache_memory,
+            max_step_tokens=self.max_num_batched_tokens,
+        )
+        allocator = registry.get(ComponentKind.KV_CACHE_ALLOCATOR, cfg.cache.kv_cache_allocator)
+        self.kv_cache = allocator.load()(
+            groups,
+            self.kv_plan.num_pages,
+            cfg.cache.page_size,
+            enable_prefix_caching=cfg.cache.enable_prefix_caching,
+            prefix_cache_capacity=cfg.cache.prefix_cache_capacity,
+        )
+        policy = registry.get(ComponentKind.SCHEDULER, cfg.scheduler.scheduler).load()()
+        self.scheduler = Scheduler(
+            policy,
+            self.kv_cache,
+            max_num_seqs=cfg.scheduler.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            enable_chunked_prefill=cfg.scheduler.enable_chunked_prefill,
+            enable_preemption=cfg.scheduler.enable_preemption,
+        )
+        sample = registry.get(ComponentKind.SAMPLER, cfg.runtime.sampler).load()
+        self.eos_token_ids = _eos_ids(loaded.hf_config, self.tokenizer)
+        self.runner = ModelRunner(
+            self.model,
+            loaded.params,
+            attention,
+            sample,
+            self.kv_cache,
+            num_pages=self.kv_plan.num_pages,
+            max_num_seqs=cfg.scheduler.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            min_input_pad=cfg.runtime.min_input_pad,
+            eos_token_ids=sorted(self.eos_token_ids),
+            verbose=cfg.runtime.runner_verbose,
+        )
+        self._trackers: dict[str, RequestTracker] = {}
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._ids = itertools.count()
+        self._step_lock = threading.Lock()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._fatal: BaseException | None = None
+        self.num_steps = 0
+        self.last_step_time = time.monotonic()
+
+    # ------------------------------------------------------------------ submission
+
+    def add_request(
+        self,
+        prompt: Prompt,
+        sampling_params: SamplingParams | None = None,
+        *,
+        request_id: str | None = None,
+        priority: int = 0,
+        cache_salt: str | None = None,
+        _sink: Any = None,
+    ) -> str:
+        """Queue a request; it runs at the next step. Returns its id.
+
+        ``prompt`` is a string or ``{"prompt_token_ids": [...]}``.
+
+        Raises:
+            ValueError: empty prompt, token ids outside the vocabulary, or a prompt that
+                leaves no room to generate within ``max_model_len``.
+        """
+        self._check_alive()
+        params = sampling_params or SamplingParams()
+        params.validate_for_vocab(self.model.vocab_size)
+        text, token_ids = self._tokenize(prompt)
+        if len(token_ids) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(token_ids)} tokens but max_model_len is "
+                f"{self.max_model_len}; at most {self.max_model_len - 1} prompt tokens leave "
+                "room for one generated token"
+            )
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self._trackers:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        room = self.max_model_len - len(token_ids)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        now = time.monotonic()
+        base_seed = request_seed(params)
+        choices = []
+        for index in range(params.n):
+            request = Request(
+                request_id=request_id if params.n == 1 else f"{request_id}-{index}",
+                prompt_token_ids=list(token_ids),
+                sampling_params=params,
+                arrival_time=now,
+                seed=base_seed + index,
+                max_tokens=max_tokens,
+                eos_token_ids=self.eos_token_ids,
+                priority=priority,
+                cache_salt=cache_salt,
+                parent_id=request_id,
+                choice_index=index,
+            )
+            choices.append(ChoiceTracker.create(request, self.tokenizer, self.max_model_len))
+        tracker = RequestTracker(request_id, text, list(token_ids), choices, sink=_sink)
+        self._trackers[request_id] = tracker
+        self._inbox.append(("add", tracker))
+        self._notify()
+        return request_id
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request wherever it is and free its pages (at the next step boundary)."""
+        self._inbox.append(("abort", request_id))
+        self._notify()
+
+    # ------------------------------------------------------------------ the step
+
+    def has_unfinished_requests(self) -> bool:
+        """Whether any request is queued or running."""
+        return bool(self._inbox) or self.scheduler.num_unfinished > 0
+
+    def step(self) -> list[RequestOutput]:
+        """Run one engine step; return the outputs of every request that changed."""
+        with self._step_lock:
+            touched: dict[str, RequestTracker] = {}
+            self._drain_inbox(touched)
+            plan = self.scheduler.schedule()
+            for request in plan.preempted:
+                if request.is_finished:  # preemption disabled: failed instead
+                    tracker = self._trackers[request.parent_id]
+                    tracker.choices[request.choice_index].on_finished_elsewhere()
+                    touched[tracker.request_id] = tracker
+            if plan.chunks:
+                result = self.runner.execute(plan.chunks)
+                for row, chunk in enumerate(result.sampled):
+                    request = chunk.request
+                    token_id = int(result.token_ids[row])
+                    request.output_token_ids.append(token_id)
+                    tracker = self._trackers[request.parent_id]
+                    logprob, top = _row_logprobs(result, row, request.sampling_params.logprobs)
+                    reason = tracker.choices[request.choice_index].on_token(token_id, logprob, top)
+                    if reason is not None:
+                        self.scheduler.finish_requests([request], reason)
+                        request.finish(reason)
+                    touched[tracker.request_id] = tracker
+            self.num_steps += 1
+            self.last_step_time = time.monotonic()
+            return self._emit(touched)
+
+    def _drain_inbox(self, touched: dict[str, RequestTracker]) -> None:
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add":
+                for choice in item.choices:
+                    self.scheduler.add_request(choice.request)
+            else:
+                tracker = self._trackers.get(item)
+                if tracker is None:
+                    continue
+                requests = [c.request for c in tracker.choices]
+                self.scheduler.finish_requests(requests, FinishReason.ABORT)
+                for choice in tracker.choices:
+                    choice.on_finished_elsewhere()
+                touched[tracker.request_id] = tracker
+
+    def _emit(self, touched: dict[str, RequestTracker]) -> list[RequestOutput]:
+        outputs = []
+        for tracker in touched.values():
+            output = tracker.snapshot()
+            outputs.append(output)
+            if output.finished:
+                del self._trackers[tracker.request_id]
+            if tracker.sink is not None:
+                tracker.sink.put(output)
+        return outputs
+
+    # ------------------------------------------------------------------ background loop
+
+    def start(self) -> None:
+        """Start the background step loop (done automatically by the blocking APIs)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._check_alive()
+            self._thread = threading.Thread(target=self._loop, name="esurge-loop", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._closed:
+                with self._wakeup:
+                    while not self._closed and not self.has_unfinished_requests():
+                        self._wakeup.wait()
+                if self._closed:
+                    break
+                self.step()
+        except BaseException as exc:  # the loop must never die silently
+            logger.exception("eSurge engine loop failed")
+            self._fatal = exc
+            for tracker in list(self._trackers.values()):
+                if tracker.sink is not None:
+                    tracker.sink.put(EngineDeadError(f"the engine loop failed: {exc!r}"))
+
+    def _notify(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    @property
+    def is_alive(self) -> bool:
+        """False after ``close()`` or a fatal error of the loop."""
+        return not self._closed and self._fatal is None
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise EngineDeadError("the engine is closed")
+        if self._fatal is not None:
+            raise EngineDeadError(f"the engine loop failed: {self._fatal!r}")
+
+    def close(self) -> None:
+        """Stop the loop; unfinished requests are aborted."""
+        self._closed = True
+        self._notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for tracker in list(self._trackers.values()):
+            if tracker.sink is not None:
+                tracker.sink.put(EngineDeadError("the engine was closed"))
+
+    def __enter__(self) -> eSurge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ blocking APIs
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        use_tqdm: bool = False,
+        priority: int = 0,
+    ) -> list[RequestOutput]:
+        """Generate for one or many prompts; outputs come back in prompt order."""
+        prompt_list = [prompts] if isinstance(prompts, str | dict) else list(prompts)
+        if isinstance(sampling_params, Sequence):
+            if len(sampling_params) != len(prompt_list):
+                raise ValueError(
+                    f"got {len(sampling_params)} sampling params for {len(prompt_list)} prompts"
+                )
+            params_list = list(sampling_params)
+        else:
+            params_list = [sampling_params] * len(prompt_list)
+        sinks = []
+        ids = []
+        for prompt, params in zip(prompt_list, params_list):
+            sink = _SyncSink()
+            ids.append(self.add_request(prompt, params, priority=priority, _sink=sink))
+            sinks.append(sink)
+        self.start()
+        results: list[RequestOutput] = []
+        progress = None
+        if use_tqdm:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(sinks), desc="generate", unit="req")
+        try:
+            for sink in sinks:
+                results.append(self._wait_final(sink))
+                if progress is not None:
+                    progress.update(1)
+        except BaseException:
+            for request_id in ids:
+                self.abort(request_id)
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+        return results
+
+    def _wait_final(self, sink: _SyncSink) -> RequestOutput:
+        for output in self._iterate(sink):
+            if output.finished:
+                return output
+        raise EngineDeadError("the request ended without a final output")
+
+    def _iterate(self, sink: _SyncSink) -> Iterator[RequestOutput]:
+        while True:
+            item = sink.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item.finished:
+                return
+
+    def stream(
+        self,
+        prompt: Prompt,
+        sampling_params: SamplingParams | None = None,
+        *,
+        priority: int = 0,
+        cache_salt: str | None = None,
+    ) -> Iterator[RequestOutput]:
+        """Yield a ``RequestOutput`` per step that changed the request; ``delta_text`` holds
+        the new text. Closing the iterator early aborts the request."""
+        sink = _SyncSink()
+        request_id = self.add_request(
+            prompt, sampling_params, priority=priority, cache_salt=cache_salt, _sink=sink
+        )
+        self.start()
+        finished = False
+        try:
+            for output in self._iterate(sink):
+                finished = output.finished
+                yield output
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict] | None = None, **kwargs: Any
+    ) -> list[int]:
+        """Render ``messages`` with the model's chat template and tokenise them."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"model {self.model_name!r} has no chat template (a base model); use generate()"
+            )
+        text = self.tokenizer.apply_chat_template(
+            list(messages), tools=tools, add_generation_prompt=True, tokenize=False, **kwargs
+        )
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def chat(
+        self,
+        messages: Sequence[dict[str, Any]],
+        sampling_params: SamplingParams | None = None,
+        *,
+        stream: bool = False,
+        tools: Sequence[dict] | None = None,
+    ) -> RequestOutput | Iterator[RequestOutput]:
+        """Answer chat ``messages`` (OpenAI shape) using the model's chat template."""
+        prompt = {"prompt_token_ids": self.apply_chat_template(messages, tools=tools)}
+        if stream:
+            return self.stream(prompt, sampling_params)
+        return self.generate([prompt], sampling_params)[0]
+
+    # ------------------------------------------------------------------ asyncio APIs
+
+    async def async_stream(
+        self,
+        prompt: Prompt,
+        sampling_params: SamplingParams | None = None,
+        *,
+        priority: int = 0,
+        cache_salt: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """``async for`` over a request's outputs; cancelling the consumer aborts it."""
+        sink = _AsyncSink()
+        request_id = self.add_request(
+            prompt,
+            sampling_params,
+            request_id=request_id,
+            priority=priority,
+            cache_salt=cache_salt,
+            _sink=sink,
+        )
+        self.start()
+        finished = False
+        try:
+            while not finished:
+                item = await sink.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    async def async_generate(
+        self, prompt: Prompt, sampling_params: SamplingParams | None = None, **kwargs: Any
+    ) -> RequestOutput:
+        """The final output of one request, awaited."""
+        final = None
+        async for output in self.async_stream(prompt, sampling_params, **kwargs):
+            final = output
+        assert final is not None
+        return final
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tokenize(self, prompt: Prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("the prompt is empty")
+            return prompt, list(self.tokenizer.encode(prompt))
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            ids = [int(t) for t in prompt["prompt_token_ids"]]
+            if not ids:
+                raise ValueError("prompt_token_ids is empty")
+            bad = [t for t in ids if not 0 <= t < self.model.vocab_size]
+            if bad:
+                raise ValueError(
+                    f"prompt_token_ids contains {bad[:5]} outside the vocabulary "
+                    f"[0, {self.model.vocab_size})"
+                )
+            return prompt.get("prompt"), ids
+        raise TypeError(
+            f"a prompt is a string or {{'prompt_token_ids': [...]}}; got {type(prompt).__name__}"
+        )
+
+
+def _row_logprobs(result, row: int, requested: int | None):
+    if requested is None or result.logprobs is None:
+        return None, None
+    top = [
+        (int(t), float(lp))
+        for t, lp in zip(
+            result.top_token_ids[row][:requested], result.top_logprobs[row][:requested]
+        )
+    ]
+    return float(result.logprobs[row]), top
+
+
+def _eos_ids(hf_config: dict, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    configured = hf_config.get("eos_token_id")
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif isinstance(configured, list):
+        ids.update(int(i) for i in configured)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _tree_bytes(tree: Any) -> int:
+    import jax
+
+    return sum(int(leaf.nbytes) for leaf in jax.tree.leaves(tree))

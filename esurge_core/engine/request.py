@@ -1,0 +1,125 @@
+"""The state of one request as it moves through the engine.
+
+A request is waiting (never run, or preempted and queued for recompute), running, or
+finished with a reason. ``num_computed_tokens`` counts the tokens whose K/V are in the cache;
+``num_tokens`` is prompt + output. A step schedules ``num_tokens - num_computed_tokens``
+tokens (all, or a chunk of a long prompt); when a step reaches ``num_tokens`` the request
+samples its next token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from esurge_core.sampling.params import SamplingParams
+
+
+class RequestStatus(Enum):
+    """Where a request is."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    PREEMPTED = "preempted"
+    FINISHED = "finished"
+
+
+class FinishReason(StrEnum):
+    """Why a request finished (the OpenAI ``finish_reason`` values plus ``abort``/``error``)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+    ERROR = "error"
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One sequence being generated (an ``n > 1`` prompt becomes ``n`` requests).
+
+    Attributes:
+        request_id: unique id (``<parent>`` or ``<parent>-<index>`` for ``n > 1``).
+        prompt_token_ids: the prompt.
+        sampling_params: validated sampling parameters.
+        arrival_time: ``time.monotonic()`` at admission; orders FCFS.
+        priority: lower is more important.
+        seed: the RNG seed actually used (drawn at admission when the caller gave none).
+        eos_token_ids: token ids that end generation unless ``ignore_eos``.
+        cache_salt: tenant salt for the prefix cache (set per API key by the server).
+        output_token_ids: generated tokens.
+        num_computed_tokens: tokens whose K/V are written (advanced at schedule time).
+        num_cached_tokens: prompt tokens served from the prefix cache at first admission.
+        num_preemptions: how often this request was preempted.
+        status / finish_reason: lifecycle.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    arrival_time: float
+    seed: int
+    max_tokens: int
+    eos_token_ids: frozenset[int] = frozenset()
+    priority: int = 0
+    cache_salt: str | None = None
+    parent_id: str | None = None
+    choice_index: int = 0
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = -1
+    num_preemptions: int = 0
+    status: RequestStatus = RequestStatus.WAITING
+    finish_reason: FinishReason | None = None
+    stop_reason: int | str | None = None
+    error: str | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """Length of the prompt."""
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        """Tokens generated so far."""
+        return len(self.output_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt plus output."""
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        """Prompt followed by output (a new list)."""
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the request has ended."""
+        return self.status is RequestStatus.FINISHED
+
+    def token_at(self, position: int) -> int:
+        """The token at ``position`` of prompt + output, without building the joined list."""
+        prompt_len = len(self.prompt_token_ids)
+        if position < prompt_len:
+            return self.prompt_token_ids[position]
+        return self.output_token_ids[position - prompt_len]
+
+    def tokens_between(self, start: int, end: int) -> list[int]:
+        """Tokens at positions ``[start, end)`` of prompt + output."""
+        prompt_len = len(self.prompt_token_ids)
+        if end <= prompt_len:
+            return self.prompt_token_ids[start:end]
+        if start >= prompt_len:
+            return self.output_token_ids[start - prompt_len : end - prompt_len]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - prompt_len]
+
+    def finish(self, reason: FinishReason, stop_reason: int | str | None = None) -> None:
+        """Mark the request finished (idempotent: the first reason wins)."""
+        if self.status is RequestStatus.FINISHED:
+            return
+        self.status = RequestStatus.FINISHED
+        self.finish_reason = reason
+        self.stop_reason = stop_reason

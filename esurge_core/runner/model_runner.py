@@ -1,0 +1,206 @@
+"""Runs one scheduled step: host packing, one compiled forward + sampling, tokens back.
+
+Per step the runner
+
+1. packs the scheduled chunks into numpy arrays (token ids, positions, ``cu_q_lens``,
+   ``kv_lens``, one page table and slot mapping per KV-cache group, logits indices), padded to
+   the step's buckets (see ``buckets``);
+2. builds the sampling batch of the rows that sample (those whose chunk reaches the end of
+   what the request knows);
+3. calls one jitted function, forward + logits of the sampling rows + sampler, with the KV
+   caches donated, so the cache is updated in place;
+4. copies back only the sampled token ids (and log-probabilities when a row asked for them).
+
+Sampling rows come first in ``logits_indices``, so the sampler's batch rows line up with them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from esurge_core.attention.metadata import AttentionMetadata
+from esurge_core.kv_cache.manager import KVCacheManager
+from esurge_core.models.causal_lm import CausalLM
+from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
+from esurge_core.sampling.batch import SamplingBatch, SamplingRow
+from esurge_core.sampling.sampler import SamplerOutput
+from esurge_core.scheduling.scheduler import ScheduledChunk
+
+logger = logging.getLogger(__name__)
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True, slots=True)
+class StepInputs:
+    """Device inputs of one step (a pytree; every shape fixed by the buckets)."""
+
+    input_ids: jax.Array  # int32[T]
+    positions: jax.Array  # int32[T]
+    metadata: AttentionMetadata
+    logits_indices: jax.Array  # int32[S]
+
+
+@dataclass(slots=True)
+class StepResult:
+    """Host copies of what one step produced, for the rows that sampled (chunk order).
+
+    ``logprobs``/``top_token_ids``/``top_logprobs`` are ``None`` unless a row asked.
+    """
+
+    sampled: list[ScheduledChunk]
+    token_ids: np.ndarray
+    logprobs: np.ndarray | None = None
+    top_token_ids: np.ndarray | None = None
+    top_logprobs: np.ndarray | None = None
+
+
+class ModelRunner:
+    """Owns the params, the KV caches and the compiled step of one model.
+
+    Args:
+        model: the model (pure forward / compute_logits).
+        params: its parameters.
+        attention: the selected attention backend object.
+        sample: the sampler, ``sample(logits, SamplingBatch) -> SamplerOutput`` (traceable).
+        kv_cache: the page allocator (read for page tables).
+        num_pages: pages in each layer's cache.
+        max_num_seqs / max_num_batched_tokens / max_model_len / min_input_pad: bucket limits.
+        eos_token_ids: blocked while a request is below ``min_tokens``.
+    """
+
+    def __init__(
+        self,
+        model: CausalLM,
+        params: dict,
+        attention: object,
+        sample: Callable[[jax.Array, SamplingBatch], SamplerOutput],
+        kv_cache: KVCacheManager,
+        *,
+        num_pages: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        min_input_pad: int,
+        eos_token_ids: Sequence[int] = (),
+        verbose: bool = False,
+    ) -> None:
+        self.model = model
+        self.params = params
+        self.kv_cache = kv_cache
+        self.page_size = kv_cache.page_size
+        self.num_groups = len(kv_cache.groups)
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.verbose = verbose
+        self.token_buckets = power_of_two_buckets(min_input_pad, max_num_batched_tokens)
+        self.seq_buckets = power_of_two_buckets(min_input_pad, max_num_seqs)
+        max_pages = -(-max_model_len // self.page_size)
+        self.page_buckets = power_of_two_buckets(min(min_input_pad, max_pages), max_pages)
+        self.kv_caches = model.init_kv_caches(num_pages, self.page_size)
+        self.num_compilations = 0
+
+        def step(params, kv_caches, inputs: StepInputs, batch: SamplingBatch):
+            self.num_compilations += 1  # runs once per trace, i.e. per compiled shape
+            if self.verbose:
+                logger.info(
+                    "compiling step T=%d S=%d P=%d",
+                    inputs.input_ids.shape[0],
+                    inputs.logits_indices.shape[0],
+                    inputs.metadata.page_indices[0].shape[1],
+                )
+            hidden, kv_caches = model.forward(
+                params, kv_caches, inputs.input_ids, inputs.positions, inputs.metadata, attention
+            )
+            logits = model.compute_logits(params, jnp.take(hidden, inputs.logits_indices, axis=0))
+            return kv_caches, sample(logits, batch)
+
+        self._step = jax.jit(step, donate_argnums=(1,))
+
+    # ------------------------------------------------------------------ packing
+
+    def prepare(
+        self, chunks: Sequence[ScheduledChunk]
+    ) -> tuple[StepInputs, SamplingBatch, list[ScheduledChunk]]:
+        """Pack ``chunks`` into padded host arrays (no device work)."""
+        page_size = self.page_size
+        num_tokens = sum(c.num_new_tokens for c in chunks)
+        num_seqs = len(chunks)
+        t_pad = bucket_for(num_tokens, self.token_buckets)
+        s_pad = bucket_for(num_seqs, self.seq_buckets)
+        max_pages = max(-(-(c.start + c.num_new_tokens) // page_size) for c in chunks)
+        p_pad = bucket_for(max_pages, self.page_buckets)
+
+        input_ids = np.zeros(t_pad, np.int32)
+        positions = np.zeros(t_pad, np.int32)
+        seq_of_token = np.zeros(t_pad, np.int32)
+        cu_q_lens = np.zeros(s_pad + 1, np.int32)
+        kv_lens = np.zeros(s_pad, np.int32)
+        tables = [np.zeros((s_pad, p_pad), np.int32) for _ in range(self.num_groups)]
+        offset = 0
+        for row, chunk in enumerate(chunks):
+            n = chunk.num_new_tokens
+            end = chunk.start + n
+            input_ids[offset : offset + n] = chunk.request.tokens_between(chunk.start, end)
+            positions[offset : offset + n] = np.arange(chunk.start, end, dtype=np.int32)
+            seq_of_token[offset : offset + n] = row
+            offset += n
+            cu_q_lens[row + 1] = offset
+            kv_lens[row] = end
+            self.kv_cache.fill_page_table(chunk.request.request_id, tables, row)
+        cu_q_lens[num_seqs + 1 :] = offset
+
+        real = slice(0, num_tokens)
+        page_of_token = positions[real] // page_size
+        in_page = positions[real] % page_size
+        slot_mappings = []
+        for table in tables:
+            slots = np.zeros(t_pad, np.int32)
+            slots[real] = table[seq_of_token[real], page_of_token] * page_size + in_page
+            slot_mappings.append(slots)
+
+        sampled = [c for c in chunks if c.samples]
+        logits_indices = np.zeros(s_pad, np.int32)
+        sampled_rows = [row for row, c in enumerate(chunks) if c.samples]
+        logits_indices[: len(sampled_rows)] = cu_q_lens[np.asarray(sampled_rows, np.int32) + 1] - 1
+        batch = SamplingBatch.from_requests(
+            [
+                SamplingRow(
+                    c.request.sampling_params,
+                    c.request.seed,
+                    c.request.prompt_token_ids,
+                    c.request.output_token_ids,
+                )
+                for c in sampled
+            ],
+            s_pad,
+            eos_token_ids=self.eos_token_ids,
+        )
+        metadata = AttentionMetadata(
+            kv_lens=kv_lens,
+            cu_q_lens=cu_q_lens,
+            num_seqs=np.asarray([num_seqs], np.int32),
+            page_indices=tuple(tables),
+            slot_mapping=tuple(slot_mappings),
+        )
+        inputs = StepInputs(input_ids, positions, metadata, logits_indices)
+        return inputs, batch, sampled
+
+    # ------------------------------------------------------------------ execution
+
+    def execute(self, chunks: Sequence[ScheduledChunk]) -> StepResult:
+        """Run one step and return the sampled tokens of the rows that sample."""
+        inputs, batch, sampled = self.prepare(chunks)
+        self.kv_caches, out = self._step(self.params, self.kv_caches, inputs, batch)
+        n = len(sampled)
+        token_ids = np.asarray(out.token_ids)[:n]
+        result = StepResult(sampled, token_ids)
+        if out.logprobs is not None:
+            result.logprobs = np.asarray(out.logprobs)[:n]
+            result.top_token_ids = np.asarray(out.top_token_ids)[:n]
+            result.top_logprobs = np.asarray(out.top_logprobs)[:n]
+        return result

@@ -1,0 +1,1 @@
+"""eSurge's first-party scheduling policies: ``fcfs`` and ``priority``."""
