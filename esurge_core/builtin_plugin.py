@@ -8,7 +8,12 @@ name and users select it in config.
 from __future__ import annotations
 
 from esurge_core.hookspecs import hookimpl
-from esurge_core.registrars import KVCacheAllocatorRegistrar, ModelRegistrar, SamplerRegistrar
+from esurge_core.registrars import (
+    FrontendRegistrar,
+    KVCacheAllocatorRegistrar,
+    ModelRegistrar,
+    SamplerRegistrar,
+)
 
 #: Architectures implemented in ``esurge_core.models`` (kept here as data so registering
 #: them imports no model code).
@@ -51,3 +56,18 @@ def esurge_register_models(register: ModelRegistrar) -> None:
             loader="esurge_core.models.registry:build_model",
             description="built-in JAX implementation",
         )
+
+
+@hookimpl
+def esurge_register_frontends(register: FrontendRegistrar) -> None:
+    """``esurge generate`` and ``esurge chat``."""
+    register(
+        name="generate",
+        loader="esurge_core.frontends.generate:GenerateFrontend",
+        description="generate completions for prompts (batch, or --stream)",
+    )
+    register(
+        name="chat",
+        loader="esurge_core.frontends.chat:ChatFrontend",
+        description="interactive streaming chat with the model",
+    )

@@ -5,6 +5,7 @@ its parameters and its tokenizer. Nothing is ever downloaded from a model hub.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,26 @@ def build_model_from_plugins(config: dict, dtype: str) -> CausalLM:
     return builder(config, dtype)
 
 
+_cache: dict[tuple[str, str | None, str], LoadedModel] = {}
+_cache_lock = threading.Lock()
+
+
 def load_model(model: str, tokenizer: str | None, dtype: str, progress: bool = True) -> LoadedModel:
-    """Resolve, build and load ``model``; the tokenizer comes with it unless given."""
+    """Resolve, build and load ``model``; the tokenizer comes with it unless given.
+
+    The result is kept for the process, so a second engine over the same model (tests,
+    several engines with different cache settings) shares the immutable parameters instead
+    of loading them again.
+    """
+    key = (model, tokenizer, dtype)
+    with _cache_lock:
+        if key not in _cache:
+            _cache.clear()  # keep at most one model's weights alive
+            _cache[key] = _load_model(model, tokenizer, dtype, progress)
+        return _cache[key]
+
+
+def _load_model(model: str, tokenizer: str | None, dtype: str, progress: bool) -> LoadedModel:
     path = resolve_model(model)
     if path.is_dir():
         hf_config, tensors = load_hf_folder(path)

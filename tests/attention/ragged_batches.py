@@ -88,7 +88,9 @@ def random_batch(
     kv_lens = [int(rng.integers(q, max_context + 1)) for q in q_lens]
 
     pages_needed = [-(-kv // page_size) for kv in kv_lens]
-    num_pages = 1 + sum(pages_needed) + 3  # null page, live pages, a few never referenced
+    # A fixed pool size per layout (as in a real cache) so jitted kernels are reused: the null
+    # page, room for every sequence row's pages, and a few pages no one references.
+    num_pages = 1 + max_num_seqs * pages_per_seq + 3
     pool = rng.permutation(np.arange(1, num_pages)).astype(np.int32)
     page_indices = np.zeros((max_num_seqs, pages_per_seq), np.int32)
     taken = 0

@@ -378,7 +378,7 @@ def ragged_paged_attention(
             preferred_element_type=jnp.float32,
             precision=precision,
         )
-        return row_max, denom, acc
+        return new_max, denom, acc
 
     stats_shape = (num_blocks, num_kv_heads, group, block)
     init = (

@@ -1,0 +1,1 @@
+"""The core's own CLI frontends: ``esurge generate`` and ``esurge chat``."""

@@ -1,0 +1,51 @@
+"""Command-line flags shared by every frontend that builds an engine."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_engine_arguments(
+    parser: argparse.ArgumentParser, *, positional_model: bool = False
+) -> None:
+    """Add ``--model``/``MODEL`` and the engine configuration flags."""
+    if positional_model:
+        parser.add_argument(
+            "model",
+            nargs="?",
+            default="smollm2-135m-instruct",
+            help="packaged short name, Hugging Face folder or GGUF file (default: %(default)s)",
+        )
+    else:
+        parser.add_argument("--model", default="smollm2-135m-instruct", help="model to load")
+    group = parser.add_argument_group("engine")
+    group.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    group.add_argument("--max-model-len", type=int, default=None)
+    group.add_argument("--max-num-seqs", type=int, default=None)
+    group.add_argument("--max-num-batched-tokens", type=int, default=None)
+    group.add_argument("--page-size", type=int, default=None)
+    group.add_argument("--kv-cache-memory", type=int, default=None, help="bytes (CPU)")
+    group.add_argument("--hbm-utilization", type=float, default=None)
+    group.add_argument("--attention", default=None, help="attention backend (default: auto)")
+    group.add_argument("--scheduler", default=None, help="scheduling policy (default: fcfs)")
+    group.add_argument("--no-prefix-caching", action="store_true")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``eSurge(...)`` keywords the flags set (unset flags keep the defaults)."""
+    names = (
+        "dtype",
+        "max_model_len",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "page_size",
+        "kv_cache_memory",
+        "hbm_utilization",
+        "attention",
+        "scheduler",
+    )
+    kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_prefix_caching:
+        kwargs["enable_prefix_caching"] = False
+    return kwargs

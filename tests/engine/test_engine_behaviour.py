@@ -1,0 +1,163 @@
+"""Engine behaviour on SmolLM2: seeded sampling, scheduling order, streaming, abort,
+and no recompilation in the steady state."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from esurge_core.sampling.params import SamplingParams
+
+from .prompts import RAW_PROMPTS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine(make_engine):
+    return make_engine(page_size=16, max_num_batched_tokens=64, max_num_seqs=8, max_model_len=256)
+
+
+def run_until_done(engine, max_steps: int = 2000) -> list:
+    finished = []
+    for _ in range(max_steps):
+        if not engine.has_unfinished_requests():
+            return finished
+        finished += [o.request_id for o in engine.step() if o.finished]
+    raise AssertionError("requests did not finish")
+
+
+def test_same_seed_gives_the_same_output_alone_or_in_any_batch(engine):
+    params = SamplingParams(temperature=1.0, top_p=0.95, seed=1234, max_tokens=16)
+    alone = engine.generate([RAW_PROMPTS[2]], params)[0].outputs[0].token_ids
+    batch = engine.generate(
+        RAW_PROMPTS[:5],
+        [SamplingParams(temperature=0.8, max_tokens=16)] * 2
+        + [params]
+        + [SamplingParams(temperature=0, max_tokens=16)] * 2,
+    )
+    other_position = engine.generate(
+        [RAW_PROMPTS[0], RAW_PROMPTS[2]], [SamplingParams(temperature=0.5, max_tokens=16), params]
+    )
+    assert batch[2].outputs[0].token_ids == alone
+    assert other_position[1].outputs[0].token_ids == alone
+
+
+def test_different_seeds_give_different_outputs(engine):
+    outputs = [
+        engine.generate(
+            [RAW_PROMPTS[2]], SamplingParams(temperature=1.0, seed=seed, max_tokens=16)
+        )[0]
+        for seed in (1, 2, 3)
+    ]
+    assert len({tuple(o.outputs[0].token_ids) for o in outputs}) > 1
+
+
+def test_n_choices_share_the_prompt_and_differ(engine):
+    output = engine.generate(
+        [RAW_PROMPTS[9]], SamplingParams(n=3, temperature=1.0, seed=5, max_tokens=12)
+    )[0]
+    assert [c.index for c in output.outputs] == [0, 1, 2]
+    assert len({tuple(c.token_ids) for c in output.outputs}) > 1
+
+
+def test_streamed_deltas_concatenate_to_the_final_text(engine):
+    params = SamplingParams(temperature=0, max_tokens=24)
+    deltas, final = [], None
+    for output in engine.stream(RAW_PROMPTS[1], params):
+        deltas.append(output.outputs[0].delta_text)
+        final = output
+    assert final.finished
+    assert "".join(deltas) == final.outputs[0].text
+    assert final.outputs[0].text == engine.generate([RAW_PROMPTS[1]], params)[0].outputs[0].text
+
+
+def test_stop_strings_never_appear_in_streamed_text(engine):
+    unstopped = engine.generate([RAW_PROMPTS[1]], SamplingParams(temperature=0, max_tokens=24))[0]
+    text = unstopped.outputs[0].text
+    stop = text.strip().split()[2]  # a word the model will produce
+    params = SamplingParams(temperature=0, max_tokens=24, stop=[stop])
+    streamed = "".join(o.outputs[0].delta_text for o in engine.stream(RAW_PROMPTS[1], params))
+    assert stop not in streamed
+    assert text.startswith(streamed)
+    final = engine.generate([RAW_PROMPTS[1]], params)[0].outputs[0]
+    assert final.finish_reason == "stop" and final.stop_reason == stop
+
+
+def test_abort_mid_stream_frees_every_page(engine):
+    baseline = engine.kv_cache.stats().num_used_pages
+    stream = engine.stream(RAW_PROMPTS[8], SamplingParams(temperature=0, max_tokens=200))
+    for index, _ in enumerate(stream):
+        if index == 3:
+            break
+    stream.close()
+    deadline = time.monotonic() + 30
+    while engine.has_unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine.has_unfinished_requests()
+    assert engine.kv_cache.stats().num_used_pages == baseline
+    engine.kv_cache.check_invariants()
+
+
+def test_priority_request_into_a_full_engine_finishes_first_and_preempts(make_engine):
+    engine = make_engine(
+        page_size=16,
+        max_num_batched_tokens=64,
+        max_num_seqs=2,
+        max_model_len=256,
+        scheduler="priority",
+    )
+    long_run = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    engine.add_request(RAW_PROMPTS[0], long_run, request_id="low-1", priority=5)
+    engine.add_request(RAW_PROMPTS[1], long_run, request_id="low-2", priority=5)
+    for _ in range(4):
+        engine.step()
+    engine.add_request(
+        RAW_PROMPTS[3],
+        SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
+        request_id="high",
+        priority=0,
+    )
+    order = run_until_done(engine)
+    assert order[0] == "high"
+    assert engine.scheduler.num_preemptions >= 1
+
+
+def test_fcfs_keeps_arrival_order(make_engine):
+    engine = make_engine(page_size=16, max_num_batched_tokens=64, max_num_seqs=1, max_model_len=256)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    for name in ("first", "second", "third"):
+        engine.add_request(RAW_PROMPTS[0], params, request_id=name)
+    assert run_until_done(engine) == ["first", "second", "third"]
+
+
+def test_no_recompilation_in_the_steady_state(make_engine):
+    engine = make_engine(
+        page_size=16,
+        max_num_batched_tokens=64,
+        max_num_seqs=8,
+        max_model_len=256,
+        enable_prefix_caching=False,
+    )
+
+    def workload() -> int:
+        params = [
+            SamplingParams(
+                temperature=0.0 if i % 2 else 0.7, seed=i, max_tokens=12 + i, ignore_eos=True
+            )
+            for i in range(len(RAW_PROMPTS))
+        ]
+        for prompt, p in zip(RAW_PROMPTS, params):
+            engine.add_request(prompt, p)
+        steps = 0
+        while engine.has_unfinished_requests():
+            engine.step()
+            steps += 1
+        return steps
+
+    workload()  # warm-up: compiles every bucket this workload reaches
+    compiled = engine.runner.num_compilations
+    steps = sum(workload() for _ in range(3))
+    assert steps >= 100
+    assert engine.runner.num_compilations == compiled
