@@ -161,3 +161,28 @@ def test_no_recompilation_in_the_steady_state(make_engine):
     steps = sum(workload() for _ in range(3))
     assert steps >= 100
     assert engine.runner.num_compilations == compiled
+
+
+def test_public_names_import_from_the_package_root():
+    from esurge_core import SamplingParams as RootParams
+    from esurge_core import eSurge as RootEngine
+    from esurge_core.engine.esurge import eSurge
+
+    assert RootEngine is eSurge and RootParams is SamplingParams
+
+
+def test_prompt_token_ids_outside_the_vocabulary_are_rejected(engine):
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 49152\)"):
+        engine.add_request({"prompt_token_ids": [1, 2, 10**6]})
+
+
+def test_a_prompt_that_fills_max_model_len_is_rejected_with_the_numbers(engine):
+    with pytest.raises(ValueError, match="the prompt has 256 tokens but max_model_len is 256"):
+        engine.add_request({"prompt_token_ids": [1] * 256})
+
+
+def test_unknown_attention_backend_lists_the_installed_ones(make_engine):
+    from esurge_core.errors import UnknownComponentError
+
+    with pytest.raises(UnknownComponentError, match=r"xla \(esurge-attention-xla"):
+        make_engine(attention="flash", max_model_len=256)

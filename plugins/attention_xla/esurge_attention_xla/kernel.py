@@ -5,16 +5,17 @@ packed query tokens, some sequences in prefill and some in decode, attends causa
 KV cache. Every shape is static, so the function is ``jax.jit``-able with ``sm_scale``,
 ``sliding_window``, ``chunk_size`` and ``soft_cap`` as static arguments.
 
-How the work is laid out (the reason is measured in ``docs/attention.md``): tokens are grouped
+How the work is laid out (the reasons are measured in ``docs/attention.md``): tokens are grouped
 into *query blocks* of ``block`` consecutive tokens of one sequence. A sequence with ``q_len``
 new tokens owns ``ceil(q_len / block)`` blocks, so a batch never needs more than
-``ceil(num_tokens / block) + min(max_num_seqs, num_tokens)`` blocks (a static bound). Each
-block gathers the pages its sequence can see once, computes a dense masked
-``[block, keys]`` attention in fp32 and the result is gathered back to token order. Decode-heavy
-batches use ``block = 1`` (one block per token, no padding waste); prefill-heavy batches use
-large blocks so a long prompt gathers its K/V a few times instead of once per token.
-Sliding-window and chunked layers gather only the pages a block can see, so their cost follows
-the window, not the context length.
+``ceil(num_tokens / block) + min(max_num_seqs, num_tokens)`` blocks (a static bound). A loop
+with a dynamic trip count then walks every block's visible pages a few at a time, keeping an
+online (flash-attention style) softmax in fp32, and the result is gathered back to token
+order. Decode-heavy batches use ``block = 1`` (no padding waste); prefill-heavy batches use
+larger blocks so a long prompt gathers its K/V once per block instead of once per token. The
+loop stops at the furthest page any block needs and starts each block at its first visible
+page, so short contexts in a long bucket, and sliding-window / chunked layers, cost what they
+see, not the bucket's context length.
 """
 
 from __future__ import annotations
