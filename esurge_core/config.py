@@ -160,16 +160,8 @@ class EngineConfig(BaseModel):
         Raises:
             ConfigError: an unknown keyword, or a value outside its range.
         """
-        routes = cls.field_names()
         sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        unknown = sorted(set(kwargs) - set(routes))
-        if unknown:
-            raise ConfigError(
-                f"unknown configuration field(s) {unknown}; known fields: {sorted(routes)}"
-            )
-        for key, value in kwargs.items():
-            sections[routes[key]][key] = value
-        return cls.validated(sections)
+        return cls.validated(_route_into(sections, kwargs))
 
     @classmethod
     def validated(cls, data: dict[str, Any]) -> EngineConfig:
@@ -181,16 +173,20 @@ class EngineConfig(BaseModel):
 
     def replace(self, **kwargs: Any) -> EngineConfig:
         """A copy with some flat fields changed, validated again."""
-        data = self.model_dump()
-        routes = self.field_names()
-        unknown = sorted(set(kwargs) - set(routes))
-        if unknown:
-            raise ConfigError(
-                f"unknown configuration field(s) {unknown}; known fields: {sorted(routes)}"
-            )
-        for key, value in kwargs.items():
-            data[routes[key]][key] = value
-        return self.validated(data)
+        return self.validated(_route_into(self.model_dump(), kwargs))
+
+
+def _route_into(sections: dict[str, dict[str, Any]], kwargs: dict[str, Any]) -> dict:
+    """Put each flat keyword into its section of ``sections``; unknown keywords raise."""
+    routes = EngineConfig.field_names()
+    unknown = sorted(set(kwargs) - set(routes))
+    if unknown:
+        raise ConfigError(
+            f"unknown configuration field(s) {unknown}; known fields: {sorted(routes)}"
+        )
+    for key, value in kwargs.items():
+        sections[routes[key]][key] = value
+    return sections
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -161,6 +161,9 @@ class eSurge:
             eos_token_ids=sorted(self.eos_token_ids),
             verbose=cfg.runtime.runner_verbose,
         )
+        if cfg.runtime.use_aot_forward:
+            compiled = self.runner.precompile(progress=True)
+            logger.info("compiled %d step buckets ahead of time", compiled)
         self._trackers: dict[str, RequestTracker] = {}
         self._inbox: deque[tuple[str, Any]] = deque()
         self._ids = itertools.count()

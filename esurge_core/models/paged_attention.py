@@ -7,39 +7,14 @@ layer's pattern (sliding window, chunk, soft cap) and its group's page table.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import jax
 
+from esurge_core.attention.backend import AttentionBackend
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.models.attention_pattern import LayerAttention
 
-
-class AttentionKernels(Protocol):
-    """What a model needs of an attention backend: the two functions of contract A."""
-
-    def ragged_paged_attention(
-        self,
-        queries: jax.Array,
-        kv_pages: jax.Array,
-        kv_lens: jax.Array,
-        page_indices: jax.Array,
-        cu_q_lens: jax.Array,
-        num_seqs: jax.Array,
-        *,
-        sm_scale: float = 1.0,
-        sliding_window: int | None = None,
-        chunk_size: int | None = None,
-        soft_cap: float | None = None,
-    ) -> jax.Array:
-        """Attention of packed ragged queries over paged K/V (see contract A)."""
-        ...
-
-    def write_kv_pages(
-        self, kv_pages: jax.Array, keys: jax.Array, values: jax.Array, slot_mapping: jax.Array
-    ) -> jax.Array:
-        """Return `kv_pages` with each token's key and value written at its slot."""
-        ...
+#: What a model needs of an attention backend: the two functions of contract A.
+AttentionKernels = AttentionBackend
 
 
 def paged_attention(

@@ -190,6 +190,50 @@ class ModelRunner:
         inputs = StepInputs(input_ids, positions, metadata, logits_indices)
         return inputs, batch, sampled
 
+    # ------------------------------------------------------------------ ahead of time
+
+    def bucket_shapes(self) -> list[tuple[int, int, int]]:
+        """Every (tokens, sequences, pages per sequence) bucket a step can fall into."""
+        return [
+            (t, s, p)
+            for t in self.token_buckets
+            for s in self.seq_buckets
+            if s <= t
+            for p in self.page_buckets
+        ]
+
+    def precompile(self, progress: bool = True) -> int:
+        """Compile the step for every bucket now (``use_aot_forward``); returns how many.
+
+        Each bucket runs once on an all-padding batch (every token writes into the null
+        page, which is never read unmasked), with the sampling variant of plain requests
+        (no penalties, no logit bias, no log-probs); requests that use those compile their
+        variant on first use.
+        """
+        from tqdm.auto import tqdm
+
+        shapes = self.bucket_shapes()
+        before = self.num_compilations
+        for t_pad, s_pad, p_pad in tqdm(shapes, desc="compiling buckets", disable=not progress):
+            inputs = StepInputs(
+                input_ids=np.zeros(t_pad, np.int32),
+                positions=np.zeros(t_pad, np.int32),
+                metadata=AttentionMetadata(
+                    kv_lens=np.zeros(s_pad, np.int32),
+                    cu_q_lens=np.zeros(s_pad + 1, np.int32),
+                    num_seqs=np.zeros(1, np.int32),
+                    page_indices=tuple(
+                        np.zeros((s_pad, p_pad), np.int32) for _ in range(self.num_groups)
+                    ),
+                    slot_mapping=tuple(np.zeros(t_pad, np.int32) for _ in range(self.num_groups)),
+                ),
+                logits_indices=np.zeros(s_pad, np.int32),
+            )
+            batch = SamplingBatch.from_requests([], s_pad, eos_token_ids=self.eos_token_ids)
+            self.kv_caches, out = self._step(self.params, self.kv_caches, inputs, batch)
+            out.token_ids.block_until_ready()
+        return self.num_compilations - before
+
     # ------------------------------------------------------------------ execution
 
     def execute(self, chunks: Sequence[ScheduledChunk]) -> StepResult:

@@ -186,3 +186,18 @@ def test_unknown_attention_backend_lists_the_installed_ones(make_engine):
 
     with pytest.raises(UnknownComponentError, match=r"xla \(esurge-attention-xla"):
         make_engine(attention="flash", max_model_len=256)
+
+
+def test_use_aot_forward_compiles_every_bucket_up_front(make_engine):
+    engine = make_engine(
+        page_size=16,
+        max_num_batched_tokens=16,
+        max_num_seqs=8,
+        max_model_len=64,
+        min_input_pad=8,
+        use_aot_forward=True,
+    )
+    compiled = engine.runner.num_compilations
+    assert compiled == len(engine.runner.bucket_shapes()) > 1
+    engine.generate(RAW_PROMPTS[:6], SamplingParams(temperature=0, max_tokens=8))
+    assert engine.runner.num_compilations == compiled
