@@ -71,3 +71,8 @@ def esurge_register_frontends(register: FrontendRegistrar) -> None:
         loader="esurge_core.frontends.chat:ChatFrontend",
         description="interactive streaming chat with the model",
     )
+    register(
+        name="bench",
+        loader="esurge_core.frontends.bench:BenchFrontend",
+        description="benchmarks: offline throughput",
+    )

@@ -1,0 +1,1 @@
+"""Benchmark tools behind ``esurge bench``: offline throughput and online serving load."""
