@@ -12,7 +12,7 @@ from .prompts import RAW_PROMPTS
 
 pytestmark = pytest.mark.slow
 
-MAX_TOKENS = 12
+MAX_TOKENS = 32
 GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
 
 
@@ -57,4 +57,15 @@ def test_prompt_longer_than_the_window_equals_hf_alone_and_in_a_batch(gemma_engi
         short_ids = gemma_engine.tokenizer.encode(RAW_PROMPTS[index])
         compare_greedy(
             batch[index].outputs[0].token_ids, gemma3_oracle.greedy(short_ids, MAX_TOKENS)
+        )
+
+
+def test_eight_prompts_in_one_batch_equal_hf_for_32_tokens(gemma_engine, gemma3_oracle):
+    prompts = [*RAW_PROMPTS[:7], long_prompt(gemma_engine.tokenizer)]
+    outputs = gemma_engine.generate(prompts, GREEDY)
+    for prompt, output in zip(prompts, outputs):
+        ids = gemma_engine.tokenizer.encode(prompt)
+        assert output.prompt_token_ids == ids
+        assert (
+            compare_greedy(output.outputs[0].token_ids, gemma3_oracle.greedy(ids, MAX_TOKENS)) >= 1
         )

@@ -12,7 +12,7 @@ from .prompts import CHAT_QUESTIONS, RAW_PROMPTS, SYSTEM_PROMPT
 
 pytestmark = pytest.mark.slow
 
-MAX_TOKENS = 24
+MAX_TOKENS = 32
 GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
 
 
