@@ -1,0 +1,1 @@
+"""eSurge attention backend ``pallas``: ragged paged attention as a Pallas TPU kernel."""
