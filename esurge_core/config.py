@@ -104,11 +104,23 @@ class RuntimeConfig(_Section):
     )
 
 
+class ParallelSection(_Section):
+    """How the model is spread over devices (see docs/scaling.md)."""
+
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=1024, description="Devices each layer's heads and MLP are split over."
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, le=1024, description="Replicas in the mesh; this engine runs replica 0."
+    )
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "model": ModelConfig,
     "cache": CacheConfig,
     "scheduler": SchedulerConfig,
     "runtime": RuntimeConfig,
+    "parallel": ParallelSection,
 }
 
 
@@ -121,6 +133,7 @@ class EngineConfig(BaseModel):
     cache: CacheConfig = CacheConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    parallel: ParallelSection = ParallelSection()
 
     @model_validator(mode="after")
     def _check_cross_field_limits(self) -> EngineConfig:

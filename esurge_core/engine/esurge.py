@@ -93,6 +93,7 @@ class eSurge:
         self.max_model_len = cfg.model.max_model_len or min(
             self.model.max_position_embeddings, 8192
         )
+        self.parallel_plan = _parallel_plan(cfg, self.model)
         groups = self.model.kv_cache_groups()
         budget = cfg.scheduler.max_num_batched_tokens or (
             DEFAULT_MAX_NUM_BATCHED_TOKENS
@@ -160,6 +161,7 @@ class eSurge:
             min_input_pad=cfg.runtime.min_input_pad,
             eos_token_ids=sorted(self.eos_token_ids),
             verbose=cfg.runtime.runner_verbose,
+            parallel_plan=self.parallel_plan,
         )
         if cfg.runtime.use_aot_forward:
             compiled = self.runner.precompile(progress=True)
@@ -534,6 +536,26 @@ class eSurge:
         raise TypeError(
             f"a prompt is a string or {{'prompt_token_ids': [...]}}; got {type(prompt).__name__}"
         )
+
+
+def _parallel_plan(cfg: EngineConfig, model: Any) -> Any:
+    """The tensor-parallel plan over this engine's replica of the mesh, or None on one device."""
+    sizes = cfg.parallel
+    if sizes.tensor_parallel_size == 1 and sizes.data_parallel_size == 1:
+        return None
+    from esurge_core.parallel import (
+        ParallelConfig,
+        build_mesh,
+        plan_tensor_parallel,
+        replica_meshes,
+    )
+
+    parallel = ParallelConfig(
+        tensor_parallel_size=sizes.tensor_parallel_size,
+        data_parallel_size=sizes.data_parallel_size,
+    )
+    mesh = replica_meshes(build_mesh(parallel))[0]
+    return plan_tensor_parallel(model, mesh)
 
 
 def _row_logprobs(result, row: int, requested: int | None):

@@ -27,6 +27,7 @@ import numpy as np
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.models.causal_lm import CausalLM
+from esurge_core.parallel.tensor_parallel import TensorParallelPlan
 from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
 from esurge_core.sampling.batch import SamplingBatch, SamplingRow
 from esurge_core.sampling.sampler import SamplerOutput
@@ -72,6 +73,7 @@ class ModelRunner:
         num_pages: pages in each layer's cache.
         max_num_seqs / max_num_batched_tokens / max_model_len / min_input_pad: bucket limits.
         eos_token_ids: blocked while a request is below ``min_tokens``.
+        parallel_plan: shard weights and KV cache over a device mesh (tensor parallelism).
     """
 
     def __init__(
@@ -89,8 +91,12 @@ class ModelRunner:
         min_input_pad: int,
         eos_token_ids: Sequence[int] = (),
         verbose: bool = False,
+        parallel_plan: TensorParallelPlan | None = None,
     ) -> None:
         self.model = model
+        if parallel_plan is not None:
+            params = parallel_plan.shard_params(params)
+            attention = parallel_plan.wrap_attention(attention)
         self.params = params
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size
@@ -101,7 +107,11 @@ class ModelRunner:
         self.seq_buckets = power_of_two_buckets(min_input_pad, max_num_seqs)
         max_pages = -(-max_model_len // self.page_size)
         self.page_buckets = power_of_two_buckets(min(min_input_pad, max_pages), max_pages)
-        self.kv_caches = model.init_kv_caches(num_pages, self.page_size)
+        self.kv_caches = (
+            model.init_kv_caches(num_pages, self.page_size)
+            if parallel_plan is None
+            else parallel_plan.init_kv_caches(num_pages, self.page_size)
+        )
         self.num_compilations = 0
 
         def step(params, kv_caches, inputs: StepInputs, batch: SamplingBatch):
@@ -119,7 +129,21 @@ class ModelRunner:
             logits = model.compute_logits(params, jnp.take(hidden, inputs.logits_indices, axis=0))
             return kv_caches, sample(logits, batch)
 
-        self._step = jax.jit(step, donate_argnums=(1,))
+        if parallel_plan is None:
+            self._step = jax.jit(step, donate_argnums=(1,))
+        else:  # explicit shardings: weights and KV heads split, step inputs replicated
+            plan = parallel_plan
+            self._step = jax.jit(
+                step,
+                in_shardings=(
+                    plan.param_shardings,
+                    plan.kv_cache_shardings,
+                    plan.replicated,
+                    plan.replicated,
+                ),
+                out_shardings=(plan.kv_cache_shardings, plan.replicated),
+                donate_argnums=(1,),
+            )
 
     # ------------------------------------------------------------------ packing
 
