@@ -11,6 +11,7 @@ for callers that drive the loop themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -29,6 +30,7 @@ from esurge_core.engine.request import FinishReason, Request
 from esurge_core.engine.request_tracker import ChoiceTracker, RequestTracker
 from esurge_core.errors import ESurgeError
 from esurge_core.kv_cache.sizing import plan_kv_cache_for_device
+from esurge_core.metrics import EngineMetrics, Monitoring
 from esurge_core.platform import current_platform
 from esurge_core.plugin_manager import get_plugin_manager
 from esurge_core.runner.model_runner import ModelRunner
@@ -61,7 +63,10 @@ class _AsyncSink:
         self.queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
 
     def put(self, item: RequestOutput | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        # RuntimeError: the caller's event loop is closed (its server stopped); nobody is
+        # listening any more, and the engine loop must not die for it.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 class eSurge:
@@ -176,6 +181,16 @@ class eSurge:
         self._fatal: BaseException | None = None
         self.num_steps = 0
         self.last_step_time = time.monotonic()
+        # Monitoring (docs/monitoring.md): one record_step call per step, scrapes read state.
+        self.metrics = EngineMetrics(
+            self.model_name,
+            scheduler=self.scheduler,
+            kv_cache=self.kv_cache,
+            runner=self.runner,
+            max_model_len=self.max_model_len,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+        )
+        self.monitoring: Monitoring | None = None
 
     # ------------------------------------------------------------------ submission
 
@@ -243,6 +258,11 @@ class eSurge:
 
     # ------------------------------------------------------------------ the step
 
+    def tracked_request_ids(self) -> list[str]:
+        """Ids of the requests the engine still holds (queued, running, or whose final
+        output is not delivered yet)."""
+        return list(self._trackers)
+
     def has_unfinished_requests(self) -> bool:
         """Whether any request is queued or running."""
         return bool(self._inbox) or self.scheduler.num_unfinished > 0
@@ -250,6 +270,7 @@ class eSurge:
     def step(self) -> list[RequestOutput]:
         """Run one engine step; return the outputs of every request that changed."""
         with self._step_lock:
+            started = time.monotonic()
             touched: dict[str, RequestTracker] = {}
             self._drain_inbox(touched)
             plan = self.scheduler.schedule()
@@ -273,6 +294,7 @@ class eSurge:
                     touched[tracker.request_id] = tracker
             self.num_steps += 1
             self.last_step_time = time.monotonic()
+            self.metrics.record_step(plan, touched.values(), started, self.last_step_time)
             return self._emit(touched)
 
     def _drain_inbox(self, touched: dict[str, RequestTracker]) -> None:
@@ -315,10 +337,14 @@ class eSurge:
         try:
             while not self._closed:
                 with self._wakeup:
+                    idle = False
                     while not self._closed and not self.has_unfinished_requests():
+                        idle = True
                         self._wakeup.wait()
                 if self._closed:
                     break
+                if idle:  # waking up is progress: watchdogs measure from here, not from idle
+                    self.last_step_time = time.monotonic()
                 self.step()
         except BaseException as exc:  # the loop must never die silently
             logger.exception("eSurge engine loop failed")
@@ -343,7 +369,8 @@ class eSurge:
             raise EngineDeadError(f"the engine loop failed: {self._fatal!r}")
 
     def close(self) -> None:
-        """Stop the loop; unfinished requests are aborted."""
+        """Stop the loop and any monitoring; unfinished requests are aborted."""
+        self.stop_monitoring()
         self._closed = True
         self._notify()
         if self._thread is not None:
@@ -351,6 +378,34 @@ class eSurge:
         for tracker in list(self._trackers.values()):
             if tracker.sink is not None:
                 tracker.sink.put(EngineDeadError("the engine was closed"))
+
+    # ------------------------------------------------------------------ monitoring
+
+    def start_monitoring(
+        self,
+        prometheus_port: int | None = None,
+        enable_console: bool = False,
+        host: str = "127.0.0.1",
+    ) -> Monitoring:
+        """Serve ``self.metrics`` over HTTP on ``prometheus_port`` (0: a free port, read back
+        from the returned ``Monitoring.port``) and/or show a live console view; replaces any
+        monitoring already running. See docs/monitoring.md.
+
+        Raises:
+            ValueError: neither a port nor the console was asked for.
+            MetricsExporterError: the port cannot be bound.
+        """
+        self.stop_monitoring()
+        self.monitoring = Monitoring.start(
+            self.metrics, prometheus_port=prometheus_port, enable_console=enable_console, host=host
+        )
+        return self.monitoring
+
+    def stop_monitoring(self) -> None:
+        """Stop the exporter and console view started by ``start_monitoring`` (idempotent)."""
+        if self.monitoring is not None:
+            self.monitoring.stop()
+            self.monitoring = None
 
     def __enter__(self) -> eSurge:
         return self

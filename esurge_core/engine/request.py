@@ -53,6 +53,9 @@ class Request:
         num_cached_tokens: prompt tokens served from the prefix cache at first admission.
         num_preemptions: how often this request was preempted.
         status / finish_reason: lifecycle.
+        first_scheduled_time / first_token_time / last_token_time / finished_time:
+            ``time.monotonic()`` stamps (``None`` until reached), set at step boundaries by
+            the engine's metrics recorder (``EngineMetrics.record_step``).
     """
 
     request_id: str
@@ -74,6 +77,11 @@ class Request:
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
     error: str | None = None
+    # Timing for metrics (see docs/monitoring.md); arrival_time above is the first stamp.
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    finished_time: float | None = None
 
     @property
     def num_prompt_tokens(self) -> int:

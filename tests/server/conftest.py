@@ -17,19 +17,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+_SHARED: dict[str, object] = {}
+
+
+def shared_engine():
+    """The one engine of the server and reliability suites (built on first use)."""
+    if "engine" not in _SHARED:
+        from esurge_core.engine.esurge import eSurge
+
+        _SHARED["engine"] = eSurge(
+            "smollm2-135m-instruct",
+            max_model_len=512,
+            max_num_seqs=8,
+            page_size=16,
+            kv_cache_memory=256 << 20,
+        )
+    return _SHARED["engine"]
+
+
 @pytest.fixture(scope="session")
 def engine():
-    from esurge_core.engine.esurge import eSurge
-
-    engine = eSurge(
-        "smollm2-135m-instruct",
-        max_model_len=512,
-        max_num_seqs=8,
-        page_size=16,
-        kv_cache_memory=256 << 20,
-    )
+    engine = shared_engine()
     yield engine
-    engine.close()
+    if _SHARED.pop("engine", None) is not None:
+        engine.close()
 
 
 @pytest.fixture(scope="session")

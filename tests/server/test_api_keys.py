@@ -14,6 +14,11 @@ class StubEngine:
     model_name = "stub-model"
     max_model_len = 64
     is_alive = True
+    num_steps = 0
+    last_step_time = 0.0
+
+    def has_unfinished_requests(self) -> bool:
+        return False
 
 
 def test_store_keeps_a_digest_not_the_key():

@@ -56,13 +56,25 @@ class ScriptedEngine:
     max_model_len = 256
     is_alive = True
     model = SimpleNamespace(vocab_size=1000)
-    tokenizer = SimpleNamespace(decode=lambda ids, **_: "x")
+    tokenizer = SimpleNamespace(
+        decode=lambda ids, **_: "x",
+        chat_template="scripted",
+        added_tokens_decoder={},
+        apply_chat_template=lambda messages, **_: "rendered",
+        encode=lambda text, **_: [1, 2, 3],
+    )
+    scheduler = SimpleNamespace(max_num_seqs=8, running=[])
+    num_steps = 0
+    last_step_time = 0.0
 
     def __init__(self, pieces: list[str]):
         self.pieces = pieces
 
-    def apply_chat_template(self, messages, tools=None):
-        return [1, 2, 3]
+    def has_unfinished_requests(self):
+        return False
+
+    def abort(self, request_id):
+        pass
 
     async def async_stream(self, prompt, params, **kwargs):
         text = ""

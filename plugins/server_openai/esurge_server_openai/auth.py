@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 
 from esurge_server_openai.errors import APIError
+from esurge_server_openai.request_guard import SCOPE_API_KEY
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class ApiKeyStore:
 
     def __init__(self, api_keys: Mapping[str, Mapping[str, Any]] | None = None):
         self._records: list[ApiKeyRecord] = []
+        self._total = KeyUsage()
         self._lock = threading.Lock()
         for key, meta in (api_keys or {}).items():
             self.add(key, label=str(meta.get("label", "")) or None)
@@ -64,15 +66,14 @@ class ApiKeyStore:
         self.add(key, label)
         return key
 
-    def revoke(self, key: str) -> bool:
-        """Stop accepting ``key``; returns whether it was registered."""
+    def revoke(self, key: str) -> ApiKeyRecord | None:
+        """Stop accepting ``key`` (effective for the next request); its record, if any."""
         digest = _digest(key)
         with self._lock:
             record = self._find(digest)
-            if record is None:
-                return False
-            self._records.remove(record)
-            return True
+            if record is not None:
+                self._records.remove(record)
+            return record
 
     def lookup(self, key: str) -> ApiKeyRecord | None:
         """The record of ``key``, compared digest against digest in constant time."""
@@ -92,13 +93,21 @@ class ApiKeyStore:
         with self._lock:
             return {r.label: KeyUsage(**_usage_fields(r.usage)) for r in self._records}
 
+    def total(self) -> KeyUsage:
+        """Usage of every request served, with or without a key."""
+        with self._lock:
+            return KeyUsage(**_usage_fields(self._total))
+
     def record_usage(
         self, record: ApiKeyRecord | None, prompt_tokens: int, completion_tokens: int
     ) -> None:
-        """Add one served request to ``record``'s totals (no-op for anonymous callers)."""
-        if record is None:
-            return
+        """Add one served request to the totals and to ``record``'s (if a key was used)."""
         with self._lock:
+            self._total.requests += 1
+            self._total.prompt_tokens += prompt_tokens
+            self._total.completion_tokens += completion_tokens
+            if record is None:
+                return
             record.usage.requests += 1
             record.usage.prompt_tokens += prompt_tokens
             record.usage.completion_tokens += completion_tokens
@@ -113,7 +122,8 @@ def _usage_fields(usage: KeyUsage) -> dict[str, int]:
 
 
 def presented_key(request: Request) -> str | None:
-    """The key a client sent: ``Authorization: Bearer``, ``X-API-Key`` or ``?api_key=``."""
+    """The key a client sent: ``Authorization: Bearer``, ``X-API-Key`` or ``?api_key=``
+    (which ``RequestGuard`` has moved out of the query string into the scope)."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -122,7 +132,10 @@ def presented_key(request: Request) -> str | None:
     header = request.headers.get("x-api-key")
     if header:
         return header.strip()
-    return request.query_params.get("api_key") or None
+    from_query = request.scope.get(SCOPE_API_KEY)
+    if from_query is None and SCOPE_API_KEY not in request.scope:
+        from_query = request.query_params.get("api_key")
+    return from_query or None
 
 
 def authenticate(store: ApiKeyStore, request: Request, required: bool) -> ApiKeyRecord | None:

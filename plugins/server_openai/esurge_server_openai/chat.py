@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from esurge_core.engine.outputs import RequestOutput
+from esurge_server_openai.admission import Ticket
 from esurge_server_openai.auth import ApiKeyRecord
 from esurge_server_openai.errors import APIError
 from esurge_server_openai.generation import (
@@ -21,8 +22,8 @@ from esurge_server_openai.generation import (
     event_stream,
     final_output,
     merge_streams,
-    open_stream,
     sse,
+    submit,
     until_done_or_disconnect,
     usage_body,
 )
@@ -40,23 +41,20 @@ async def create_chat_completion(
     request: Request,
     body: ChatCompletionRequest,
     key: ApiKeyRecord | None,
+    ticket: Ticket,
 ) -> Response:
     """Answer one chat completion request (JSON, or SSE when ``stream`` is true)."""
     engine = server.engine
-    params = chat_sampling_params(body)
-    try:
-        prompt_ids = engine.apply_chat_template(body.messages, tools=body.tools)
-    except Exception as exc:  # template errors are the messages' fault
-        raise APIError(
-            f"messages could not be rendered with the chat template: {exc}", param="messages"
-        ) from None
+    deadline = server.deadline()
+    params = chat_sampling_params(body, server.options.max_tokens_cap)
+    prompt_ids = server.render_chat(body)
     check_context(len(prompt_ids), params, engine.max_model_len, "messages")
     try:
         params.validate_for_vocab(engine.model.vocab_size)
     except ValueError as exc:
         raise APIError(str(exc)) from None
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
-    stream, first = await open_stream(
+    request_id = f"chatcmpl-{server.id_tag}{uuid.uuid4().hex}"
+    submitted = await submit(
         engine,
         {"prompt_token_ids": prompt_ids},
         params,
@@ -64,17 +62,21 @@ async def create_chat_completion(
         cache_salt=key.label if key is not None else None,
         request_id=request_id,
     )
+    ticket.add(request_id)
     model = server.model_name
     created = int(time.time())
+    timeout = server.options.request_timeout_s
     if body.stream:
-        chunks = _chunks(server, body, key, merge_streams([(stream, first)]), request_id, created)
-        return event_stream(chunks)
+        outputs = merge_streams([submitted], deadline, timeout)
+        return event_stream(_chunks(server, body, key, outputs, request_id, created))
     try:
-        final = await until_done_or_disconnect(request, final_output(stream, first))
+        final = await until_done_or_disconnect(request, final_output(submitted), deadline, timeout)
     except ClientDisconnected:
         return Response(status_code=499)
+    finally:
+        await submitted.close()
     server.check_output(final)
-    server.keys.record_usage(key, final.num_prompt_tokens, final.num_generated_tokens)
+    server.record_usage(key, final.num_prompt_tokens, final.num_generated_tokens)
     choices = []
     for choice in final.outputs:
         message: dict[str, Any] = {"role": "assistant", "content": choice.text}
@@ -195,7 +197,7 @@ async def _chunks(
     finally:
         await outputs.aclose()  # type: ignore[attr-defined]
         if last is not None:
-            server.keys.record_usage(key, last.num_prompt_tokens, last.num_generated_tokens)
+            server.record_usage(key, last.num_prompt_tokens, last.num_generated_tokens)
     yield SSE_DONE
 
 

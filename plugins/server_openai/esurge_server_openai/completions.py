@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,18 +12,20 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from esurge_core.engine.outputs import CompletionOutput, RequestOutput
+from esurge_server_openai.admission import Ticket
 from esurge_server_openai.auth import ApiKeyRecord
 from esurge_server_openai.errors import APIError
 from esurge_server_openai.generation import (
     SSE_DONE,
     ClientDisconnected,
+    Submitted,
     check_context,
     error_event,
     event_stream,
     final_output,
     merge_streams,
-    open_stream,
     sse,
+    submit,
     until_done_or_disconnect,
     usage_body,
 )
@@ -32,6 +35,13 @@ from esurge_server_openai.sampling import completion_sampling_params
 
 if TYPE_CHECKING:
     from esurge_server_openai.server import eSurgeApiServer
+
+
+def num_prompts(prompt: Any) -> int:
+    """How many prompts ``prompt`` holds (a string or token ids count as one)."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return 1
+    return max(1, len(prompt))
 
 
 def _prompts(engine: Any, prompt: Any) -> list[tuple[str, list[int]]]:
@@ -70,10 +80,13 @@ async def create_completion(
     request: Request,
     body: CompletionRequest,
     key: ApiKeyRecord | None,
+    ticket: Ticket,
 ) -> Response:
     """Answer one completion request (JSON, or SSE when ``stream`` is true)."""
     engine = server.engine
-    params = completion_sampling_params(body)
+    deadline = server.deadline()
+    timeout = server.options.request_timeout_s
+    params = completion_sampling_params(body, server.options.max_tokens_cap)
     if body.echo and body.logprobs is not None:
         raise APIError("echo together with logprobs is not supported", param="echo")
     prompts = _prompts(engine, body.prompt)
@@ -83,13 +96,13 @@ async def create_completion(
         params.validate_for_vocab(engine.model.vocab_size)
     except ValueError as exc:
         raise APIError(str(exc)) from None
-    request_id = f"cmpl-{uuid.uuid4().hex}"
+    request_id = f"cmpl-{server.id_tag}{uuid.uuid4().hex}"
     salt = key.label if key is not None else None
-    streams = []
+    streams: list[Submitted] = []
     try:
         for index, (text, ids) in enumerate(prompts):
             streams.append(
-                await open_stream(
+                await submit(
                     engine,
                     {"prompt_token_ids": ids, "prompt": text},
                     params,
@@ -98,26 +111,26 @@ async def create_completion(
                     request_id=f"{request_id}-{index}",
                 )
             )
+            ticket.add(f"{request_id}-{index}")
     except BaseException:
-        for stream, _ in streams:
-            await stream.aclose()  # type: ignore[attr-defined]
+        for submitted in streams:
+            await submitted.close()
         raise
     created = int(time.time())
     if body.stream:
-        return event_stream(
-            _chunks(server, body, key, prompts, merge_streams(streams), request_id, created)
-        )
+        outputs = merge_streams(streams, deadline, timeout)
+        return event_stream(_chunks(server, body, key, prompts, outputs, request_id, created))
 
     async def gather() -> list[RequestOutput]:
-        return [await final_output(stream, first) for stream, first in streams]
+        return list(await asyncio.gather(*(final_output(s) for s in streams)))
 
     try:
-        finals = await until_done_or_disconnect(request, gather())
+        finals = await until_done_or_disconnect(request, gather(), deadline, timeout)
     except ClientDisconnected:
         return Response(status_code=499)
     finally:
-        for stream, _ in streams:
-            await stream.aclose()  # type: ignore[attr-defined]
+        for submitted in streams:
+            await submitted.close()
     choices = []
     prompt_tokens = completion_tokens = cached = 0
     for prompt_index, final in enumerate(finals):
@@ -135,7 +148,7 @@ async def create_completion(
                     "finish_reason": choice.finish_reason,
                 }
             )
-    server.keys.record_usage(key, prompt_tokens, completion_tokens)
+    server.record_usage(key, prompt_tokens, completion_tokens)
     return JSONResponse(
         {
             "id": request_id,
@@ -223,7 +236,7 @@ async def _chunks(
         await outputs.aclose()  # type: ignore[attr-defined]
         usage = _total_usage(lasts.values())
         if lasts:
-            server.keys.record_usage(key, usage["prompt_tokens"], usage["completion_tokens"])
+            server.record_usage(key, usage["prompt_tokens"], usage["completion_tokens"])
     yield SSE_DONE
 
 

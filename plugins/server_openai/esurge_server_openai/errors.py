@@ -29,8 +29,10 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
+        self.headers = headers or {}
         self.message = message
         self.status = status
         self.type = type
@@ -43,7 +45,7 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         """The HTTP response for this error."""
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 def error_body(
@@ -84,6 +86,7 @@ _STATUS_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    429: "rate_limit_error",
 }
 
 
@@ -107,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error serving %s", request.url.path)
+        logger.exception("unhandled error serving %r", request.url.path)
         return APIError(
             f"internal server error ({type(exc).__name__})", status=500, type="server_error"
         ).response()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
@@ -48,48 +50,92 @@ def check_context(
         )
 
 
-async def open_stream(
+@dataclass(slots=True)
+class Submitted:
+    """One engine request: its output stream and the task awaiting its first output."""
+
+    stream: AsyncGenerator[RequestOutput, None]
+    first: asyncio.Future[RequestOutput]
+
+    async def close(self) -> None:
+        """Stop waiting and close the stream (aborts the request if unfinished)."""
+        if not self.first.done():
+            self.first.cancel()
+        await asyncio.gather(self.first, return_exceptions=True)
+        await self.stream.aclose()
+
+
+async def submit(
     engine: Any, prompt: dict[str, Any], params: SamplingParams, **kwargs: Any
-) -> tuple[AsyncIterator[RequestOutput], RequestOutput]:
-    """Submit one request; return its stream and first output (admission errors -> 400)."""
+) -> Submitted:
+    """Add one request to ``engine`` without waiting for it to be scheduled.
+
+    Admission errors of the engine (raised synchronously by ``add_request``) become a 400,
+    a dead engine a 503. The first output is awaited by ``Submitted.first``; cancelling that
+    task while the request still waits in the queue aborts it before it is ever scheduled.
+    """
     stream = engine.async_stream(prompt, params, **kwargs)
-    try:
-        first = await stream.__anext__()
-    except ValueError as exc:
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)  # the task runs add_request, then waits for the first output
+    if first.done() and first.exception() is not None:
+        exc = first.exception()
         await stream.aclose()
-        raise APIError(str(exc)) from None
-    except EngineDeadError as exc:
-        await stream.aclose()
-        raise APIError(
-            f"the engine is not running: {exc}", status=503, type="server_error"
-        ) from None
-    except BaseException:
-        await stream.aclose()
-        raise
-    return stream, first
+        if isinstance(exc, EngineDeadError):
+            raise APIError(
+                f"the engine is not running: {exc}", status=503, type="server_error"
+            ) from None
+        if isinstance(exc, ValueError):
+            raise APIError(str(exc)) from None
+        raise exc
+    return Submitted(stream, first)
 
 
-async def final_output(stream: AsyncIterator[RequestOutput], first: RequestOutput) -> RequestOutput:
-    """Drain ``stream`` and return its last output (the finished one)."""
-    last = first
+def request_timed_out(timeout_s: float) -> APIError:
+    """The error of a request that ran past the server's ``request_timeout_s``."""
+    return APIError(
+        f"the request did not finish within the server's limit of {timeout_s:g} s and was aborted",
+        status=504,
+        type="server_error",
+        code="request_timeout",
+    )
+
+
+def engine_failed(exc: BaseException) -> APIError:
+    """The error of a request whose engine died under it."""
+    return APIError(f"the engine stopped: {exc}", status=503, type="server_error")
+
+
+async def final_output(submitted: Submitted) -> RequestOutput:
+    """Drain one request and return its last output (the finished one)."""
     try:
-        if not first.finished:
-            async for output in stream:
+        last = await submitted.first
+        if not last.finished:
+            async for output in submitted.stream:
                 last = output
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await submitted.close()
     return last
 
 
-async def until_done_or_disconnect(request: Request, work: Any) -> Any:
+async def until_done_or_disconnect(
+    request: Request, work: Any, deadline: float | None = None, timeout_s: float | None = None
+) -> Any:
     """Await ``work`` (a coroutine); cancel it, aborting its engine requests, when the
-    client disconnects first."""
+    client disconnects first (``ClientDisconnected``) or ``deadline`` passes (504)."""
     task = asyncio.ensure_future(work)
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            wait = DISCONNECT_POLL_S
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            done, _ = await asyncio.wait({task}, timeout=wait)
             if done:
-                return task.result()
+                try:
+                    return task.result()
+                except EngineDeadError as exc:
+                    raise engine_failed(exc) from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise request_timed_out(timeout_s or 0.0)
             if await request.is_disconnected():
                 raise ClientDisconnected()
     finally:
@@ -99,37 +145,46 @@ async def until_done_or_disconnect(request: Request, work: Any) -> Any:
 
 
 async def merge_streams(
-    streams: Sequence[tuple[AsyncIterator[RequestOutput], RequestOutput]],
+    streams: Sequence[Submitted], deadline: float | None = None, timeout_s: float | None = None
 ) -> AsyncIterator[tuple[int, RequestOutput]]:
-    """Interleave several request streams as ``(stream index, output)``, first outputs first.
+    """Interleave several request streams as ``(stream index, output)``.
 
-    Closing the merged generator cancels every pump, which aborts unfinished requests.
+    Closing the merged generator cancels every pump, which aborts unfinished requests;
+    passing ``deadline`` (monotonic seconds) raises a 504 ``APIError`` when it is reached.
     """
-    for index, (_, first) in enumerate(streams):
-        yield index, first
-    pending = [index for index, (_, first) in enumerate(streams) if not first.finished]
-    if not pending:
-        return
     queue: asyncio.Queue[tuple[int, RequestOutput | BaseException | None]] = asyncio.Queue()
 
     async def pump(index: int) -> None:
-        stream = streams[index][0]
+        submitted = streams[index]
         try:
-            async for output in stream:
-                await queue.put((index, output))
+            first = await submitted.first
+            await queue.put((index, first))
+            if not first.finished:
+                async for output in submitted.stream:
+                    await queue.put((index, output))
             await queue.put((index, None))
         except Exception as exc:  # handed to the consumer, which re-raises it
             await queue.put((index, exc))
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await submitted.close()
 
-    tasks = [asyncio.ensure_future(pump(index)) for index in pending]
+    tasks = [asyncio.ensure_future(pump(index)) for index in range(len(streams))]
     remaining = len(tasks)
     try:
         while remaining:
-            index, item = await queue.get()
+            if deadline is None:
+                index, item = await queue.get()
+            else:
+                try:
+                    index, item = await asyncio.wait_for(
+                        queue.get(), max(0.0, deadline - time.monotonic())
+                    )
+                except TimeoutError:
+                    raise request_timed_out(timeout_s or 0.0) from None
             if item is None:
                 remaining -= 1
+            elif isinstance(item, EngineDeadError):
+                raise engine_failed(item)
             elif isinstance(item, BaseException):
                 raise item
             else:
@@ -138,6 +193,8 @@ async def merge_streams(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for submitted in streams:
+            await submitted.close()
 
 
 def sse(payload: dict[str, Any]) -> str:
@@ -150,24 +207,35 @@ SSE_DONE = "data: [DONE]\n\n"
 
 class ClosingStreamingResponse(StreamingResponse):
     """A ``StreamingResponse`` that always closes its body generator, however the response
-    ends (client gone, send failure, cancellation), so the engine requests it drives abort."""
+    ends (client gone, send failure, cancellation), so the engine requests it drives abort;
+    ``on_close`` runs last, even when the body never started."""
+
+    on_close: Callable[[], None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
 
 
-def event_stream(body: AsyncIterator[str]) -> ClosingStreamingResponse:
-    """The SSE response for ``body``."""
-    return ClosingStreamingResponse(
+def event_stream(
+    body: AsyncIterator[str], on_close: Callable[[], None] | None = None
+) -> ClosingStreamingResponse:
+    """The SSE response for ``body``; ``on_close`` runs once the response is over."""
+    response = ClosingStreamingResponse(
         body,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    response.on_close = on_close
+    return response
 
 
 def usage_body(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:

@@ -32,12 +32,17 @@ _PASSTHROUGH = (
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
 
-def chat_sampling_params(body: ChatCompletionRequest) -> SamplingParams:
-    """``SamplingParams`` of a chat request; ``max_tokens`` unset = up to the context end."""
+def chat_sampling_params(
+    body: ChatCompletionRequest, default_max_tokens: int | None = None
+) -> SamplingParams:
+    """``SamplingParams`` of a chat request; ``max_tokens`` unset = ``default_max_tokens``
+    (the operator's cap) or, without one, up to the context end."""
     fields = _common(body)
     fields["max_tokens"] = (
         body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     )
+    if fields["max_tokens"] is None:
+        fields["max_tokens"] = default_max_tokens
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError("top_logprobs requires logprobs=true", param="top_logprobs")
     if body.logprobs:
@@ -48,12 +53,14 @@ def chat_sampling_params(body: ChatCompletionRequest) -> SamplingParams:
     return _build(fields, renames)
 
 
-def completion_sampling_params(body: CompletionRequest) -> SamplingParams:
-    """``SamplingParams`` of a text completion request (``max_tokens`` defaults to 16)."""
+def completion_sampling_params(
+    body: CompletionRequest, max_tokens_cap: int | None = None
+) -> SamplingParams:
+    """``SamplingParams`` of a text completion request (``max_tokens`` defaults to 16, or
+    to the operator's cap when that is lower)."""
     fields = _common(body)
-    fields["max_tokens"] = (
-        COMPLETIONS_DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-    )
+    default = min(COMPLETIONS_DEFAULT_MAX_TOKENS, max_tokens_cap or COMPLETIONS_DEFAULT_MAX_TOKENS)
+    fields["max_tokens"] = default if body.max_tokens is None else body.max_tokens
     if body.logprobs is not None:
         fields["logprobs"] = body.logprobs
     return _build(fields, {})
