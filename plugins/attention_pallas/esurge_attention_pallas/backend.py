@@ -8,7 +8,7 @@ import jax
 
 from esurge_attention_pallas.block_sizes import BlockSizes
 from esurge_attention_pallas.kernel import ragged_paged_attention
-from esurge_attention_pallas.kv_write import write_kv_pages
+from esurge_core.attention.kv_write import write_kv_pages
 
 
 @dataclass(frozen=True)

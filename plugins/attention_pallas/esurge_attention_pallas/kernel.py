@@ -31,12 +31,12 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from esurge_attention_pallas.block_sizes import BlockSizes, choose_block_sizes
-from esurge_attention_pallas.query_blocks import (
+from esurge_core.attention.input_validation import validate_inputs
+from esurge_core.attention.query_blocks import (
     from_block_layout,
     plan_query_blocks,
     to_block_layout,
 )
-from esurge_attention_pallas.validation import validate_inputs
 
 __all__ = ["BlockSizes", "ragged_paged_attention"]
 

@@ -33,13 +33,13 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from esurge_attention_triton.block_sizes import BlockSizes, choose_block_sizes, padded_rows
-from esurge_attention_triton.query_blocks import (
+from esurge_core.attention.input_validation import validate_inputs
+from esurge_core.attention.query_blocks import (
     QueryBlocks,
     from_block_layout,
     plan_query_blocks,
     to_block_layout,
 )
-from esurge_attention_triton.validation import validate_inputs
 
 __all__ = ["BlockSizes", "ragged_paged_attention"]
 

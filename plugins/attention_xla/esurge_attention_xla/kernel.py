@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from esurge_core.attention.kv_write import write_kv_pages
+
 __all__ = [
     "CAPABILITIES",
     "KernelCapabilities",
@@ -401,43 +403,3 @@ def ragged_paged_attention(
     flat_row = (first_block[token_seq] + row_in_seq // block) * block + row_in_seq % block
     flat_row = jnp.clip(flat_row, 0, num_blocks * block - 1)
     return out[flat_row].astype(queries.dtype)
-
-
-def write_kv_pages(
-    kv_pages: jax.Array,
-    keys: jax.Array,
-    values: jax.Array,
-    slot_mapping: jax.Array,
-) -> jax.Array:
-    """Write each token's K and V into its slot of the paged cache.
-
-    Args:
-        kv_pages: ``[num_pages, page_size, 2 * num_kv_heads, head_dim]``, K/V interleaved.
-        keys: ``[num_tokens, num_kv_heads, head_dim]``.
-        values: ``[num_tokens, num_kv_heads, head_dim]``.
-        slot_mapping: ``int32[num_tokens]``; token ``t`` goes to page
-            ``slot_mapping[t] // page_size`` at offset ``slot_mapping[t] % page_size``.
-            Padding tokens point into page 0 (the null page).
-
-    Returns:
-        The updated ``kv_pages`` (same shape and dtype; written in place when donated).
-        Slots no token maps to keep their contents. ``keys``/``values`` are cast to the
-        cache dtype.
-    """
-    num_pages, page_size, combined_kv_heads, head_dim = kv_pages.shape
-    num_kv_heads = combined_kv_heads // 2
-    expected = (keys.shape[0], num_kv_heads, head_dim)
-    if keys.shape != expected or values.shape != expected:
-        raise ValueError(
-            f"keys and values must both be {expected} for kv_pages {kv_pages.shape}, "
-            f"got {keys.shape} and {values.shape}"
-        )
-    if slot_mapping.shape != (keys.shape[0],):
-        raise ValueError(
-            f"slot_mapping must have shape ({keys.shape[0]},), got {slot_mapping.shape}"
-        )
-    # [T, Hkv, 2, D] -> [T, 2 * Hkv, D] puts K of head h at 2h and V at 2h + 1.
-    new = jnp.stack([keys, values], axis=2).reshape(-1, combined_kv_heads, head_dim)
-    flat = kv_pages.reshape(num_pages * page_size, combined_kv_heads, head_dim)
-    flat = flat.at[slot_mapping].set(new.astype(kv_pages.dtype), mode="drop")
-    return flat.reshape(kv_pages.shape)
