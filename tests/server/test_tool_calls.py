@@ -1,4 +1,4 @@
-"""Hermes-style tool calls: the parser, the streaming filter, and the chat route's answer."""
+"""Tool calls: the hermes and json parsers, the streaming filter, and the chat route."""
 
 from __future__ import annotations
 
@@ -6,10 +6,17 @@ import json
 from types import SimpleNamespace
 
 from esurge_server_openai import eSurgeApiServer
-from esurge_server_openai.tool_calls import StreamingToolCallFilter, parse_tool_calls
+from esurge_server_openai.tool_calls import (
+    HermesToolParser,
+    JsonToolParser,
+    StreamingToolCallFilter,
+)
 from fastapi.testclient import TestClient
 
 from esurge_core.engine.outputs import CompletionOutput, RequestOutput
+
+HERMES = HermesToolParser()
+parse_tool_calls = HERMES.parse
 
 CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
@@ -35,7 +42,7 @@ def test_malformed_tool_call_json_stays_content():
 
 
 def test_streaming_filter_holds_back_a_partial_tag_and_the_call():
-    parser = StreamingToolCallFilter()
+    parser = StreamingToolCallFilter(HERMES)
     sent = "".join(parser.feed(piece) for piece in ["Hi <tool", "_call>", CALL[11:]])
     rest, calls = parser.finish()
     assert sent + rest == "Hi "
@@ -43,7 +50,7 @@ def test_streaming_filter_holds_back_a_partial_tag_and_the_call():
 
 
 def test_streaming_filter_releases_a_tag_prefix_that_was_not_a_call():
-    parser = StreamingToolCallFilter()
+    parser = StreamingToolCallFilter(HERMES)
     sent = parser.feed("a <tool") + parser.feed("box> b")
     rest, calls = parser.finish()
     assert sent + rest == "a <toolbox> b" and calls == []
@@ -121,3 +128,40 @@ def test_streamed_tool_call_arrives_in_the_final_delta():
     assert final["finish_reason"] == "tool_calls"
     assert final["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
     assert final["delta"]["tool_calls"][0]["index"] == 0
+
+
+def test_json_parser_reads_a_whole_answer_call_object_or_list():
+    parser = JsonToolParser()
+    single = parser.parse('{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    assert single.content is None
+    assert single.tool_calls[0]["function"]["name"] == "get_weather"
+    assert json.loads(single.tool_calls[0]["function"]["arguments"]) == {"city": "Paris"}
+    several = parser.parse('[{"name": "a", "arguments": {}}, {"name": "b", "arguments": "{}"}]')
+    assert [c["function"]["name"] for c in several.tool_calls] == ["a", "b"]
+
+
+def test_json_parser_leaves_prose_and_other_json_as_content():
+    parser = JsonToolParser()
+    assert parser.parse("The weather is fine.").tool_calls == []
+    assert parser.parse('{"answer": 42}').content == '{"answer": 42}'
+
+
+def test_streaming_with_the_json_parser_holds_a_leading_call_and_passes_prose():
+    call = StreamingToolCallFilter(JsonToolParser())
+    assert call.feed("  ") == ""
+    assert call.feed('{"name": "f", ').strip() == ""  # at most the leading blanks
+    assert call.feed('"arguments": {}}') == ""
+    rest, calls = call.finish()
+    assert rest == "" and calls[0]["function"]["name"] == "f"
+    prose = StreamingToolCallFilter(JsonToolParser())
+    assert prose.feed(" Hello") == " Hello"
+    assert prose.feed(" world {x}") == " world {x}"
+
+
+def test_tool_parsers_are_plugins_chosen_by_name():
+    from esurge_core.components import ComponentKind
+    from esurge_core.plugin_manager import PluginManager
+
+    registry = PluginManager().registry
+    assert {"hermes", "json"} <= set(registry.names(ComponentKind.TOOL_PARSER))
+    assert registry.get(ComponentKind.TOOL_PARSER, "json").load() is JsonToolParser

@@ -30,7 +30,7 @@ from esurge_server_openai.generation import (
 from esurge_server_openai.logprobs import chat_logprobs
 from esurge_server_openai.protocol import ChatCompletionRequest
 from esurge_server_openai.sampling import chat_sampling_params
-from esurge_server_openai.tool_calls import StreamingToolCallFilter, parse_tool_calls
+from esurge_server_openai.tool_calls import StreamingToolCallFilter
 
 if TYPE_CHECKING:
     from esurge_server_openai.server import eSurgeApiServer
@@ -82,7 +82,7 @@ async def create_chat_completion(
         message: dict[str, Any] = {"role": "assistant", "content": choice.text}
         reason = choice.finish_reason
         if _tools_enabled(body):
-            parsed = parse_tool_calls(choice.text)
+            parsed = server.tool_parser.parse(choice.text)
             if parsed.tool_calls:
                 message = {
                     "role": "assistant",
@@ -153,7 +153,7 @@ async def _chunks(
                 finishing = choice.finish_reason is not None and index not in finish_sent
                 text, tool_calls = choice.delta_text, []
                 if _tools_enabled(body):
-                    parser = filters.setdefault(index, StreamingToolCallFilter())
+                    parser = filters.setdefault(index, StreamingToolCallFilter(server.tool_parser))
                     text = parser.feed(text)
                     if finishing:
                         rest, tool_calls = parser.finish()

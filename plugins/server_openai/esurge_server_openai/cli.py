@@ -50,6 +50,8 @@ class ServeFrontend:
                     metavar="ORIGIN",
                     help=help_text,
                 )
+            elif field.annotation is str:
+                limits.add_argument(flag, default=None, help=help_text)
             else:
                 limits.add_argument(flag, type=_parse_number, default=None, help=help_text)
 

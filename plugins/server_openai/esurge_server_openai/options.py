@@ -31,6 +31,9 @@ class ServerOptions(BaseModel):
     max_tokens_cap: int | None = Field(
         None, ge=1, description="Largest max_tokens a client may ask for; None = the context."
     )
+    tool_call_parser: str = Field(
+        "hermes", min_length=1, description="Tool-call parser plugin (hermes, json, ...)."
+    )
     allow_client_chat_template: bool = Field(
         False, description="Accept chat_template / chat_template_kwargs from clients."
     )

@@ -20,8 +20,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from esurge_core.components import ComponentKind
 from esurge_core.engine.outputs import RequestOutput
 from esurge_core.metrics import PROMETHEUS_CONTENT_TYPE, ApiKeyMetrics, render_prometheus
+from esurge_core.plugin_manager import get_plugin_manager
 from esurge_core.version import __version__
 from esurge_server_openai.admission import Admission, Ticket
 from esurge_server_openai.auth import ApiKeyRecord, ApiKeyStore, KeyUsage, authenticate
@@ -83,6 +85,12 @@ class eSurgeApiServer:
         self.admission = Admission(engine, opts.max_queued_requests, opts.retry_after_s)
         self.rate_limiter = RateLimiter(opts.requests_per_minute, opts.tokens_per_minute)
         self.watchdog = EngineWatchdog(engine, opts.wedge_threshold_s)
+        #: Turns model output into ``tool_calls`` (a tool-parser plugin, chosen by name).
+        self.tool_parser = (
+            get_plugin_manager()
+            .registry.get(ComponentKind.TOOL_PARSER, opts.tool_call_parser)
+            .load()()
+        )
         #: Part of every engine request id of this server (to find them in the engine).
         self.id_tag = secrets.token_hex(4)
         self.app = self._build_app()
