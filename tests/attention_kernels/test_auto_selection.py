@@ -1,4 +1,4 @@
-"""``attention="auto"`` with the Pallas and Triton backends installed next to ``xla``.
+"""``attention="auto"`` with the Pallas, Triton and CPU backends installed next to ``xla``.
 
 ``ESURGE_PLATFORM`` fakes the platform, so TPU and GPU selection is checked on a CPU machine.
 """
@@ -27,7 +27,7 @@ def _select_auto(monkeypatch, platform: str, **requirements) -> str:
 
 
 @pytest.mark.parametrize(
-    ("platform", "expected"), [("tpu", "pallas"), ("gpu", "triton"), ("cpu", "xla")]
+    ("platform", "expected"), [("tpu", "pallas"), ("gpu", "triton"), ("cpu", "cpu")]
 )
 def test_auto_picks_the_platforms_kernel(monkeypatch, platform, expected):
     assert _select_auto(monkeypatch, platform) == expected

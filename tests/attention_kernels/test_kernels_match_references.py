@@ -1,4 +1,5 @@
-"""Both Pallas kernels (TPU and Triton), in interpret mode, against JAX's reference and XLA.
+"""The Pallas kernels (TPU and Triton, in interpret mode) and the native CPU kernel, against
+JAX's reference and XLA.
 
 Every case draws fresh random ragged batches (mixed prefill and decode, padding tokens and
 padding sequence rows, pages scattered over a shared pool, garbage in the null page). Oracles:
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from esurge_attention_cpu import kernel as cpu_kernel
 from esurge_attention_pallas import kernel as pallas_kernel
 from esurge_attention_triton import kernel as triton_kernel
 from esurge_attention_xla import kernel as xla_kernel
@@ -38,6 +40,7 @@ KERNELS = {
         functools.partial(triton_kernel.ragged_paged_attention, interpret=True),
         static_argnames=_STATIC,
     ),
+    "cpu": jax.jit(cpu_kernel.ragged_paged_attention, static_argnames=_STATIC[:4]),
 }
 _xla = jax.jit(xla_kernel.ragged_paged_attention, static_argnames=_STATIC[:4])
 

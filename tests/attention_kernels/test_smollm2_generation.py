@@ -1,4 +1,5 @@
-"""A short SmolLM2 generation through each Pallas kernel (interpret mode) matches ``xla``.
+"""A short SmolLM2 generation through each other kernel (Pallas in interpret mode, the native
+CPU kernel) matches ``xla``.
 
 ``ESURGE_PLATFORM`` fakes the kernel's platform so the capability check passes; the backend
 interprets because JAX's real backend here is the CPU.
@@ -44,7 +45,9 @@ def xla_tokens():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("attention", "platform"), [("pallas", "tpu"), ("triton", "gpu")])
+@pytest.mark.parametrize(
+    ("attention", "platform"), [("pallas", "tpu"), ("triton", "gpu"), ("cpu", "cpu")]
+)
 def test_greedy_tokens_match_the_xla_backend(monkeypatch, xla_tokens, attention, platform):
     tokens = _greedy_tokens(monkeypatch, attention, platform)
     assert all(len(t) == MAX_TOKENS for t in xla_tokens)

@@ -1,0 +1,108 @@
+"""Ragged paged attention on CPU: a C++ kernel (``ragged_paged_attention.cc``) called through
+``jax.ffi``.
+
+Same contract and semantics as the ``xla`` backend's kernel (contract A, ``docs/attention.md``):
+packed ragged queries, a paged K/V cache with K and V interleaved per kv head, full /
+sliding-window / chunked causal attention, optional logit soft cap, fp32 softmax. It differs
+in how the work is done: each (sequence, kv head, block of query tokens) walks its visible
+keys in place in the pages, so K/V are read once, with no gathered copy and no padding to the
+bucket's page count; work items are shared by a persistent pool of
+``$ESURGE_CPU_ATTENTION_THREADS`` threads (default: every CPU).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from esurge_attention_cpu.native_build import build_library
+from esurge_core.attention.input_validation import validate_inputs
+from esurge_core.attention.kv_write import write_kv_pages
+
+__all__ = ["ragged_paged_attention", "register_kernel", "write_kv_pages"]
+
+TARGET_NAME = "esurge_cpu_ragged_paged_attention"
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+
+
+def register_kernel() -> None:
+    """Build (once per machine) and load the library, and register it as an FFI target."""
+    global _library
+    with _lock:
+        if _library is not None:
+            return
+        library = ctypes.cdll.LoadLibrary(str(build_library()))
+        jax.ffi.register_ffi_target(
+            TARGET_NAME,
+            jax.ffi.pycapsule(library.EsurgeRaggedPagedAttention),
+            platform="cpu",
+        )
+        _library = library
+
+
+def ragged_paged_attention(
+    queries: jax.Array,
+    kv_pages: jax.Array,
+    kv_lens: jax.Array,
+    page_indices: jax.Array,
+    cu_q_lens: jax.Array,
+    num_seqs: jax.Array,
+    *,
+    sm_scale: float = 1.0,
+    sliding_window: int | None = None,
+    chunk_size: int | None = None,
+    soft_cap: float | None = None,
+) -> jax.Array:
+    """Causal attention of a ragged batch of new tokens over a paged KV cache (on CPU).
+
+    Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``; queries
+    and ``kv_pages`` must both be float32 or both bfloat16, ``head_dim <= 256`` and
+    ``num_q_heads / num_kv_heads <= 32``. Rows of padding tokens are zero.
+
+    Raises:
+        ValueError: a static shape or option is invalid (named in the message).
+        NativeBuildError: the kernel could not be compiled on this machine.
+    """
+    validate_inputs(
+        queries,
+        kv_pages,
+        kv_lens,
+        page_indices,
+        cu_q_lens,
+        num_seqs,
+        sliding_window=sliding_window,
+        chunk_size=chunk_size,
+        soft_cap=soft_cap,
+    )
+    dtypes = {jnp.dtype(queries.dtype).name, jnp.dtype(kv_pages.dtype).name}
+    if dtypes not in ({"float32"}, {"bfloat16"}):
+        raise ValueError(
+            "the cpu kernel needs queries and kv_pages both float32 or both bfloat16, got "
+            f"{jnp.dtype(queries.dtype).name} and {jnp.dtype(kv_pages.dtype).name}"
+        )
+    head_dim = queries.shape[2]
+    group = queries.shape[1] // (kv_pages.shape[2] // 2)
+    if head_dim > 256 or group > 32:
+        raise ValueError(
+            f"the cpu kernel supports head_dim <= 256 (got {head_dim}) and "
+            f"num_q_heads / num_kv_heads <= 32 (got {group}); use the xla backend"
+        )
+    register_kernel()
+    call = jax.ffi.ffi_call(TARGET_NAME, jax.ShapeDtypeStruct(queries.shape, queries.dtype))
+    return call(
+        queries,
+        kv_pages,
+        jnp.asarray(kv_lens, jnp.int32),
+        jnp.asarray(page_indices, jnp.int32),
+        jnp.asarray(cu_q_lens, jnp.int32),
+        jnp.asarray(num_seqs, jnp.int32),
+        sm_scale=np.float32(sm_scale),
+        sliding_window=np.int64(sliding_window or 0),
+        chunk_size=np.int64(chunk_size or 0),
+        soft_cap=np.float32(soft_cap or 0.0),
+    )

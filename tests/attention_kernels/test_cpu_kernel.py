@@ -1,0 +1,79 @@
+"""What is particular to the native CPU kernel: its build, its errors and its padding rows.
+
+Its numerical agreement with JAX's reference and the XLA backend is checked with the other
+kernels in ``test_kernels_match_references``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from esurge_attention_cpu import kernel, native_build
+
+from tests.attention.ragged_batches import random_batch
+
+
+def _batch(rng, **overrides):
+    options = {
+        "num_tokens": 24,
+        "max_num_seqs": 4,
+        "pages_per_seq": 4,
+        "page_size": 8,
+        "num_q_heads": 6,
+        "num_kv_heads": 2,
+        "head_dim": 32,
+    }
+    options.update(overrides)
+    return random_batch(rng, **options)
+
+
+def test_padding_token_rows_are_zero(rng):
+    batch = _batch(rng)
+    out = np.asarray(kernel.ragged_paged_attention(*map(jnp.asarray, batch.inputs())))
+    assert batch.num_real_tokens < out.shape[0]
+    assert not out[batch.num_real_tokens :].any()
+
+
+def test_many_sequences_spread_over_the_thread_pool_match_xla(rng):
+    from esurge_attention_xla.kernel import ragged_paged_attention as xla
+
+    batch = _batch(rng, num_tokens=200, max_num_seqs=48, pages_per_seq=6)
+    inputs = [jnp.asarray(x) for x in batch.inputs()]
+    n = batch.num_real_tokens
+    np.testing.assert_allclose(
+        np.asarray(kernel.ragged_paged_attention(*inputs, sm_scale=0.2))[:n],
+        np.asarray(xla(*inputs, sm_scale=0.2))[:n],
+        atol=1e-5,
+    )
+
+
+def test_mixed_dtypes_are_rejected_with_both_named(rng):
+    queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
+    with pytest.raises(ValueError, match="both float32 or both bfloat16, got bfloat16 and float32"):
+        kernel.ragged_paged_attention(queries.astype(jnp.bfloat16), kv_pages, *meta)
+
+
+def test_head_dim_beyond_the_kernels_limit_is_rejected(rng):
+    queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
+    wide_q = jnp.zeros((*queries.shape[:2], 512), jnp.float32)
+    wide_kv = jnp.zeros((*kv_pages.shape[:3], 512), jnp.float32)
+    with pytest.raises(ValueError, match=r"head_dim <= 256 \(got 512\)"):
+        kernel.ragged_paged_attention(wide_q, wide_kv, *meta)
+
+
+def test_library_is_cached_per_machine_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESURGE_CACHE", str(tmp_path))
+    first = native_build.build_library()
+    assert first.parent == tmp_path / "native" and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert native_build.build_library() == first
+    assert first.stat().st_mtime_ns == stamp
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESURGE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(native_build.NativeBuildError, match="needs a C\\+\\+17 compiler"):
+        native_build.build_library()
+    assert not list((tmp_path / "native").iterdir())  # no half-written library left behind
