@@ -32,7 +32,15 @@ class ModelConfig(_Section):
     tokenizer: str | None = Field(
         None, description="Tokenizer folder or GGUF file; default: the model's own."
     )
-    dtype: DType = Field("float32", description="Weights and activations dtype.")
+    dtype: DType = Field("float32", description="Activations and KV-cache dtype.")
+    param_dtype: DType | None = Field(
+        None,
+        description=(
+            "Weights dtype when it differs from `dtype`: bfloat16 weights with float32 "
+            "activations halve weight memory and run the matrix products in bf16 with "
+            "fp32 accumulation (fast on CPUs with AVX512-BF16). Default: `dtype`."
+        ),
+    )
     max_model_len: int | None = Field(
         None,
         ge=16,

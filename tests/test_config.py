@@ -24,10 +24,12 @@ def test_flat_easydel_names_route_into_sections():
         runner_verbose=True,
         esurge_name="demo",
         dtype="bfloat16",
+        param_dtype="bfloat16",
     )
     assert config.model.model == "gemma3-270m"
     assert config.model.max_model_len == 2048
     assert config.model.dtype == "bfloat16"
+    assert config.model.param_dtype == "bfloat16"
     assert config.cache.page_size == 32
     assert config.cache.hbm_utilization == 0.5
     assert config.cache.enable_prefix_caching is False
@@ -97,3 +99,14 @@ def test_config_is_immutable():
     config = EngineConfig()
     with pytest.raises(Exception, match="frozen"):
         config.cache.page_size = 4  # type: ignore[misc]
+
+
+def test_param_dtype_flag_reaches_the_engine_keywords():
+    import argparse
+
+    from esurge_core.frontends.engine_args import add_engine_arguments, engine_kwargs
+
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    args = parser.parse_args(["--dtype", "float32", "--param-dtype", "bfloat16"])
+    assert engine_kwargs(args) == {"dtype": "float32", "param_dtype": "bfloat16"}

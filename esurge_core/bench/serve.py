@@ -29,6 +29,7 @@ class RequestRecord:
     e2e: float = 0.0
     itl: list[float] = field(default_factory=list)
     output_tokens: int = 0
+    usage_reported: bool = False  # output_tokens came from the server's usage, not counted
     error: str = ""
 
     @property
@@ -101,9 +102,12 @@ async def _one_request(client: Any, url: str, payload: dict, headers: dict) -> R
                 if data == "[DONE]":
                     break
                 chunk = json.loads(data)
-                if chunk.get("usage") and not chunk.get("choices"):
-                    record.output_tokens = chunk["usage"]["completion_tokens"]
-                    continue
+                # OpenAI sends usage in a last chunk with no choices; llama.cpp's server puts
+                # it beside the final choice. Either way it is the authoritative count.
+                usage = chunk.get("usage")
+                if usage:
+                    record.output_tokens = usage["completion_tokens"]
+                    record.usage_reported = True
                 text = "".join(c.get("text") or "" for c in chunk.get("choices", []))
                 if not text:
                     continue
@@ -113,7 +117,7 @@ async def _one_request(client: Any, url: str, payload: dict, headers: dict) -> R
                 else:
                     record.itl.append(now - last)
                 last = now
-                if not chunk.get("usage"):
+                if not record.usage_reported:
                     record.output_tokens = max(record.output_tokens, len(record.itl) + 1)
         record.e2e = time.perf_counter() - start
         record.ok = True

@@ -92,7 +92,12 @@ class eSurge:
         self.config = EngineConfig.from_kwargs(model=model, tokenizer=tokenizer, **config)
         cfg = self.config
         registry = get_plugin_manager().registry
-        loaded = load_model(cfg.model.model, cfg.model.tokenizer, cfg.model.dtype)
+        loaded = load_model(
+            cfg.model.model,
+            cfg.model.tokenizer,
+            cfg.model.dtype,
+            param_dtype=cfg.model.param_dtype,
+        )
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.model_name = cfg.runtime.esurge_name or cfg.model.model
         self.max_model_len = cfg.model.max_model_len or min(

@@ -49,26 +49,35 @@ def build_model_from_plugins(config: dict, dtype: str) -> CausalLM:
     return builder(config, dtype)
 
 
-_cache: dict[tuple[str, str | None, str], LoadedModel] = {}
+_cache: dict[tuple[str, str | None, str, str | None], LoadedModel] = {}
 _cache_lock = threading.Lock()
 
 
-def load_model(model: str, tokenizer: str | None, dtype: str, progress: bool = True) -> LoadedModel:
+def load_model(
+    model: str,
+    tokenizer: str | None,
+    dtype: str,
+    progress: bool = True,
+    param_dtype: str | None = None,
+) -> LoadedModel:
     """Resolve, build and load ``model``; the tokenizer comes with it unless given.
 
     The result is kept for the process, so a second engine over the same model (tests,
     several engines with different cache settings) shares the immutable parameters instead
-    of loading them again.
+    of loading them again. ``param_dtype`` stores the weights in another dtype than the
+    activations (see `CausalLM.set_param_dtype`).
     """
-    key = (model, tokenizer, dtype)
+    key = (model, tokenizer, dtype, param_dtype)
     with _cache_lock:
         if key not in _cache:
             _cache.clear()  # keep at most one model's weights alive
-            _cache[key] = _load_model(model, tokenizer, dtype, progress)
+            _cache[key] = _load_model(model, tokenizer, dtype, progress, param_dtype)
         return _cache[key]
 
 
-def _load_model(model: str, tokenizer: str | None, dtype: str, progress: bool) -> LoadedModel:
+def _load_model(
+    model: str, tokenizer: str | None, dtype: str, progress: bool, param_dtype: str | None
+) -> LoadedModel:
     path = resolve_model(model)
     if path.is_dir():
         hf_config, tensors = load_hf_folder(path)
@@ -76,6 +85,8 @@ def _load_model(model: str, tokenizer: str | None, dtype: str, progress: bool) -
         gguf = load_gguf(path, progress=progress)
         hf_config, tensors = gguf.config, gguf.tensors
     causal_lm = build_model_from_plugins(hf_config, dtype)
+    if param_dtype is not None:
+        causal_lm.set_param_dtype(param_dtype)
     params = causal_lm.load_params(tensors, progress=progress)
     tok = load_tokenizer(resolve_model(tokenizer) if tokenizer else path)
     logger.info("loaded %s (%s, %s) from %s", causal_lm.architecture, dtype, path.name, path)

@@ -20,7 +20,15 @@ def add_engine_arguments(
     else:
         parser.add_argument("--model", default="smollm2-135m-instruct", help="model to load")
     group = parser.add_argument_group("engine")
-    group.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    group.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default=None, help="activations and KV cache"
+    )
+    group.add_argument(
+        "--param-dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="weights, when not --dtype (bfloat16 with --dtype float32: bf16 matrix products)",
+    )
     group.add_argument("--max-model-len", type=int, default=None)
     group.add_argument("--max-num-seqs", type=int, default=None)
     group.add_argument("--max-num-batched-tokens", type=int, default=None)
@@ -36,6 +44,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The ``eSurge(...)`` keywords the flags set (unset flags keep the defaults)."""
     names = (
         "dtype",
+        "param_dtype",
         "max_model_len",
         "max_num_seqs",
         "max_num_batched_tokens",

@@ -57,7 +57,8 @@ class CausalLM(ABC):
     Attributes:
         config: The Hugging Face config dict the model was built from.
         architecture: `config["architectures"][0]`.
-        dtype: Parameter and activation dtype.
+        dtype: Activation and KV-cache dtype (and parameter dtype unless
+            `set_param_dtype` changes it).
         vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, head_dim, rms_norm_eps:
             Sizes read from the config.
         tie_word_embeddings: Whether the output projection reuses the token embedding.
@@ -68,6 +69,7 @@ class CausalLM(ABC):
         self.config = dict(config)
         self.architecture = architecture_of(config)
         self.dtype = canonical_dtype(dtype)
+        self.param_dtype = self.dtype
         self.vocab_size = int(config_value(config, "vocab_size"))
         self.hidden_size = int(config_value(config, "hidden_size"))
         self.num_layers = int(config_value(config, "num_hidden_layers"))
@@ -112,6 +114,15 @@ class CausalLM(ABC):
 
     # ----- parameters ----------------------------------------------------------------------
 
+    def set_param_dtype(self, dtype: Any) -> None:
+        """Store the parameters in ``dtype`` (call before `load_params`).
+
+        E.g. bfloat16 weights with float32 activations: every matrix product takes bf16
+        inputs and accumulates in fp32 (``transformer_blocks.matmul``); norms, RoPE, the
+        residual stream and the KV cache stay in the activation dtype.
+        """
+        self.param_dtype = canonical_dtype(dtype)
+
     @abstractmethod
     def param_specs(self) -> list[ParamSpec]:
         """Return every parameter's spec (checkpoint name, shape, logical axes, layout)."""
@@ -147,7 +158,7 @@ class CausalLM(ABC):
             TensorShapeError: a tensor's shape disagrees with the config; names it.
         """
         return load_from_specs(
-            self.param_specs(), tensors, self.dtype, self.architecture, progress=progress
+            self.param_specs(), tensors, self.param_dtype, self.architecture, progress=progress
         )
 
     # ----- compute -------------------------------------------------------------------------
@@ -178,6 +189,7 @@ class CausalLM(ABC):
 
     def compute_logits(self, params: dict, hidden_rows: jax.Array) -> jax.Array:
         """Return float32[N, vocab] logits for hidden rows [N, hidden] (float32 accumulation)."""
+        hidden_rows = hidden_rows.astype(self.param_dtype)
         if self.tie_word_embeddings:
             logits = jnp.einsum(
                 "nd,vd->nv",

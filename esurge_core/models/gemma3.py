@@ -157,7 +157,7 @@ class Gemma3ForCausalLM(CausalLM):
         groups = self.layer_groups()
         angles = {kind: rope_angles(positions, freq) for kind, freq in self.inv_freq.items()}
         embed_scale = jnp.asarray(self.hidden_size**0.5, dtype=self.dtype)
-        x = embed_tokens(params["embed_tokens"], input_ids) * embed_scale
+        x = embed_tokens(params["embed_tokens"], input_ids, self.dtype) * embed_scale
         new_caches = []
         for i, layer in enumerate(params["layers"]):
             p = layer["attn"]

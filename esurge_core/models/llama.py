@@ -140,7 +140,7 @@ class LlamaFamilyForCausalLM(CausalLM):
         eps = self.rms_norm_eps
         groups = self.layer_groups()
         cos, sin = rope_angles(positions, self.inv_freq)
-        x = embed_tokens(params["embed_tokens"], input_ids)
+        x = embed_tokens(params["embed_tokens"], input_ids, self.dtype)
         new_caches = []
         for i, layer in enumerate(params["layers"]):
             p = layer["attn"]

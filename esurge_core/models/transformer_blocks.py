@@ -3,7 +3,8 @@
 Each block comes as a pair: a function returning its `ParamSpec`s for one layer (Hugging
 Face names under a prefix such as "model.layers.3.self_attn"), and a function computing it
 from the params that those specs load. Linear weights are stored [in, out], so a projection
-is `x @ w`; matmuls run in the parameter dtype.
+is `matmul(x, w)`: the product's inputs are in the weight's dtype and its result in the
+activation's (so bf16 weights with fp32 activations multiply in bf16, accumulating in fp32).
 """
 
 from __future__ import annotations
@@ -75,8 +76,20 @@ def attention_specs(
     return specs
 
 
+def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` with inputs in ``w``'s dtype, accumulated and returned in ``x``'s dtype.
+
+    With equal dtypes this is plain ``x @ w``. With bf16 weights and fp32 activations the
+    activations are rounded to bf16 for the product (never the weights widened, which would
+    copy them every step) and the result comes back in fp32.
+    """
+    if x.dtype == w.dtype:
+        return x @ w
+    return jnp.dot(x.astype(w.dtype), w, preferred_element_type=x.dtype)
+
+
 def _linear(x: jax.Array, p: dict, name: str) -> jax.Array:
-    y = x @ p[name]
+    y = matmul(x, p[name])
     bias = p.get(f"{name}_bias")
     return y if bias is None else y + bias
 
@@ -111,9 +124,13 @@ def gated_mlp_specs(
 
 def gated_mlp(p: dict, x: jax.Array, act: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """`down(act(gate(x)) * up(x))`."""
-    return (act(x @ p["gate"]) * (x @ p["up"])) @ p["down"]
+    return matmul(act(matmul(x, p["gate"])) * matmul(x, p["up"]), p["down"])
 
 
-def embed_tokens(embedding: jax.Array, input_ids: jax.Array) -> jax.Array:
-    """Look up token embeddings [T, hidden] for int32[T] ids (ids are clipped into range)."""
-    return jnp.take(embedding, input_ids, axis=0, mode="clip")
+def embed_tokens(
+    embedding: jax.Array, input_ids: jax.Array, dtype: jnp.dtype | None = None
+) -> jax.Array:
+    """Look up token embeddings [T, hidden] for int32[T] ids (ids are clipped into range),
+    in ``dtype`` (the activation dtype; default: the embedding's)."""
+    rows = jnp.take(embedding, input_ids, axis=0, mode="clip")
+    return rows if dtype is None else rows.astype(dtype)

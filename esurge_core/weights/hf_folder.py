@@ -167,14 +167,19 @@ def load_hf_folder(folder: str | Path) -> tuple[dict[str, Any], SafetensorsCheck
 
 
 def load_hf_model(
-    folder: str | Path, dtype: Any = "float32", *, progress: bool = True
+    folder: str | Path,
+    dtype: Any = "float32",
+    *,
+    progress: bool = True,
+    param_dtype: Any = None,
 ) -> tuple[CausalLM, dict]:
     """Build the model of a Hugging Face folder and load its weights.
 
     Args:
         folder: Local folder with config.json and safetensors weights (never downloaded).
-        dtype: Parameter and activation dtype, "float32" or "bfloat16".
+        dtype: Activation (and, by default, parameter) dtype, "float32" or "bfloat16".
         progress: Show a tqdm progress bar while loading.
+        param_dtype: Store the weights in this dtype instead (see `CausalLM.set_param_dtype`).
 
     Returns:
         The model and its params pytree.
@@ -187,4 +192,6 @@ def load_hf_model(
 
     config, tensors = load_hf_folder(folder)
     model = build_model(config, dtype)
+    if param_dtype is not None:
+        model.set_param_dtype(param_dtype)
     return model, model.load_params(tensors, progress=progress)

@@ -21,9 +21,9 @@ class LoadedCase:
     hf_model: transformers.PreTrainedModel
     folder: Path
 
-    def load(self, dtype: str) -> tuple[CausalLM, dict]:
-        """Load the saved folder into an eSurge model of `dtype`."""
-        return load_hf_model(self.folder, dtype, progress=False)
+    def load(self, dtype: str, param_dtype: str | None = None) -> tuple[CausalLM, dict]:
+        """Load the saved folder into an eSurge model of `dtype` (weights in `param_dtype`)."""
+        return load_hf_model(self.folder, dtype, progress=False, param_dtype=param_dtype)
 
 
 @pytest.fixture(scope="session", params=CASES, ids=[case.name for case in CASES])

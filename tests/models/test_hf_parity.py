@@ -13,6 +13,7 @@ layers; measured 1.4-2.7%).
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from tests.models.hf_reference import VOCAB, hf_logits
@@ -69,6 +70,14 @@ def test_float32_mixed_ragged_batch_matches_each_sequence_alone(hf_case):
 
 def test_bfloat16_prefill_and_decode_stay_close_to_hf(hf_case):
     model, params = hf_case.load("bfloat16")
+    ours = prefill_and_decode(PagedBatchRunner(model, params))
+    reference = hf_logits(hf_case.hf_model, PROMPT + DECODED)
+    assert relative_error(ours, reference) < BF16_TOLERANCE
+
+
+def test_bfloat16_weights_with_float32_activations_stay_close_to_hf(hf_case):
+    model, params = hf_case.load("float32", param_dtype="bfloat16")
+    assert {leaf.dtype.name for leaf in jax.tree.leaves(params)} == {"bfloat16"}
     ours = prefill_and_decode(PagedBatchRunner(model, params))
     reference = hf_logits(hf_case.hf_model, PROMPT + DECODED)
     assert relative_error(ours, reference) < BF16_TOLERANCE

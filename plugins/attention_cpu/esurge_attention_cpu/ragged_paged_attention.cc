@@ -142,9 +142,10 @@ struct Layout {
 };
 
 // One work item: query tokens [q_begin, q_begin + nq) of sequence `seq` (indices into the
-// packed batch), all query heads of kv head `h`.
+// packed batch), all query heads of kv heads [h, h + nh). Covering several kv heads in one
+// item reads each token's interleaved K/V row once, in one contiguous piece.
 struct Item {
-  int32_t seq, h, q_begin, nq;
+  int32_t seq, h, nh, q_begin, nq;
   int32_t kv_len, q_len, q0;  // q0: index of the block's first token within the sequence
 };
 
@@ -159,30 +160,45 @@ inline float Load<uint16_t>(const uint16_t* p, int64_t i) {
   return Bf16ToF32(p[i]);
 }
 
-template <typename T>
+// Returns a pointer to the fp32 values of `n` elements at `src`: `src` itself for fp32, else
+// `scratch` filled with the widened values.
+inline const float* Widen(const float* src, float* /*scratch*/, int64_t /*n*/) { return src; }
+inline const float* Widen(const uint16_t* src, float* scratch, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) scratch[i] = Bf16ToF32(src[i]);
+  return scratch;
+}
+
+// kHeadDim > 0 fixes the head size at compile time (fully unrolled vector loops); 0 reads it
+// from the layout.
+template <typename T, int kHeadDim>
 void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
                 const int32_t* page_table, T* out) {
-  const int64_t D = L.head_dim, g = L.group, ps = L.page_size;
-  const int64_t rows = it.nq * g;
+  const int64_t D = kHeadDim > 0 ? kHeadDim : L.head_dim;
+  const int64_t g = L.group, ps = L.page_size;
+  const int64_t rows_per_token = it.nh * g;
+  const int64_t rows = it.nq * rows_per_token;
   const int64_t kv_stride_token = 2 * L.num_kv_heads * D;
   const int64_t first_pos = it.kv_len - it.q_len + it.q0;  // position of the first row
   const int64_t last_pos = first_pos + it.nq - 1;
 
-  // Row r = token j (r / g), head member gi (r % g); query head = h * g + gi.
+  // Row r: token r / rows_per_token, query head h * g + r % rows_per_token, which reads kv
+  // head h + (r % rows_per_token) / g.
   alignas(64) float q[kMaxRowsPerItem * 256];
   alignas(64) float acc[kMaxRowsPerItem * 256];
+  alignas(64) float scores[kMaxRowsPerItem * kKeyTile];
   float row_max[kMaxRowsPerItem], denom[kMaxRowsPerItem];
-  int64_t row_pos[kMaxRowsPerItem], row_lo[kMaxRowsPerItem];
+  int64_t row_hi[kMaxRowsPerItem], row_lo[kMaxRowsPerItem], row_kv[kMaxRowsPerItem];
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t token = it.q_begin + r / g;
-    const int64_t head = it.h * g + r % g;
+    const int64_t token = it.q_begin + r / rows_per_token;
+    const int64_t head = it.h * g + r % rows_per_token;
+    row_kv[r] = 2 * ((r % rows_per_token) / g) * D;  // K offset in the item's widened row
     const T* src = queries + (token * L.num_q_heads + head) * D;
     for (int64_t d = 0; d < D; ++d) q[r * D + d] = Load(src, d) * L.sm_scale;
     std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
     row_max[r] = kMasked;
     denom[r] = 0.0f;
-    const int64_t p = first_pos + r / g;
-    row_pos[r] = p;
+    const int64_t p = first_pos + r / rows_per_token;
+    row_hi[r] = std::min<int64_t>(p, it.kv_len - 1);  // last visible key (inclusive)
     int64_t lo = 0;
     if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
     if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
@@ -191,59 +207,77 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
   const int64_t key_begin = row_lo[0];
   const int64_t key_end = std::min<int64_t>(last_pos, it.kv_len - 1) + 1;  // exclusive
 
-  alignas(64) float k_tile[kKeyTile * 256];
-  alignas(64) float v_tile[kKeyTile * 256];
-  alignas(64) float scores[kKeyTile];
+  const int64_t row_width = 2 * it.nh * D;  // K and V of the item's kv heads, one token
+  // Widened bf16 rows (unused for fp32); per thread, grown once to the largest item.
+  thread_local std::vector<float> scratch_buffer;
+  if (sizeof(T) == 2 && scratch_buffer.size() < static_cast<size_t>(kKeyTile * row_width)) {
+    scratch_buffer.resize(kKeyTile * row_width);
+  }
+  float* kv_scratch = scratch_buffer.data();
+  const float* kv_rows[kKeyTile];
   const float cap = L.soft_cap;
   for (int64_t k0 = key_begin; k0 < key_end; k0 += kKeyTile) {
     const int64_t nt = std::min<int64_t>(kKeyTile, key_end - k0);
     for (int64_t t = 0; t < nt; ++t) {
       const int64_t pos = k0 + t;
       const int64_t slot = std::min<int64_t>(pos / ps, L.pages_per_seq - 1);
-      const int64_t page = page_table[slot];
-      const T* kp = kv + (page * ps + pos % ps) * kv_stride_token + 2 * it.h * D;
-      for (int64_t d = 0; d < D; ++d) k_tile[t * D + d] = Load(kp, d);
-      for (int64_t d = 0; d < D; ++d) v_tile[t * D + d] = Load(kp + D, d);
+      const T* src = kv + (page_table[slot] * ps + pos % ps) * kv_stride_token + 2 * it.h * D;
+      kv_rows[t] = Widen(src, kv_scratch + t * row_width, row_width);
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t hi = std::min<int64_t>(row_pos[r], it.kv_len - 1);  // inclusive
-      const int64_t t_lo = std::max<int64_t>(row_lo[r] - k0, 0);
-      const int64_t t_hi = std::min<int64_t>(hi - k0 + 1, nt);  // exclusive
-      if (t_lo >= t_hi) continue;
-      const float* qr = q + r * D;
-      float tile_max = kMasked;
-      for (int64_t t = t_lo; t < t_hi; ++t) {
-        const float* kt = k_tile + t * D;
+    // Scores of every row against the tile's keys (each key loaded once for all rows).
+    for (int64_t t = 0; t < nt; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* kt = kv_rows[t] + row_kv[r];
+        const float* qr = q + r * D;
         float s = 0.0f;
         for (int64_t d = 0; d < D; ++d) s += qr[d] * kt[d];
-        if (cap > 0.0f) s = cap * std::tanh(s / cap);
-        scores[t] = s;
-        tile_max = std::max(tile_max, s);
+        scores[r * kKeyTile + t] = s;
       }
+    }
+    bool any_rows = false;
+    for (int64_t r = 0; r < rows; ++r) {
+      float* sr = scores + r * kKeyTile;
+      const int64_t t_lo = std::max<int64_t>(row_lo[r] - k0, 0);
+      const int64_t t_hi = std::min<int64_t>(row_hi[r] - k0 + 1, nt);  // exclusive
+      if (t_lo >= t_hi) {
+        std::fill(sr, sr + nt, 0.0f);
+        continue;
+      }
+      any_rows = true;
+      if (cap > 0.0f) {
+        for (int64_t t = t_lo; t < t_hi; ++t) sr[t] = cap * std::tanh(sr[t] / cap);
+      }
+      float tile_max = kMasked;
+      for (int64_t t = t_lo; t < t_hi; ++t) tile_max = std::max(tile_max, sr[t]);
       const float new_max = std::max(row_max[r], tile_max);
       const float rescale = std::exp(row_max[r] - new_max);
-      float* ar = acc + r * D;
       if (rescale != 1.0f) {
+        float* ar = acc + r * D;
         for (int64_t d = 0; d < D; ++d) ar[d] *= rescale;
       }
       float sum = 0.0f;
-      for (int64_t t = t_lo; t < t_hi; ++t) {
-        const float p = std::exp(scores[t] - new_max);
-        scores[t] = p;
+      for (int64_t t = 0; t < nt; ++t) {
+        const float p = (t >= t_lo && t < t_hi) ? std::exp(sr[t] - new_max) : 0.0f;
+        sr[t] = p;
         sum += p;
       }
       denom[r] = denom[r] * rescale + sum;
       row_max[r] = new_max;
-      for (int64_t t = t_lo; t < t_hi; ++t) {
-        const float p = scores[t];
-        const float* vt = v_tile + t * D;
+    }
+    if (!any_rows) continue;
+    // Weighted values: each value row loaded once for all rows.
+    for (int64_t t = 0; t < nt; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* vt = kv_rows[t] + row_kv[r] + D;
+        const float p = scores[r * kKeyTile + t];
+        float* ar = acc + r * D;
         for (int64_t d = 0; d < D; ++d) ar[d] += p * vt[d];
       }
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t token = it.q_begin + r / g;
-    const int64_t head = it.h * g + r % g;
+    const int64_t token = it.q_begin + r / rows_per_token;
+    const int64_t head = it.h * g + r % rows_per_token;
     T* dst = out + (token * L.num_q_heads + head) * D;
     const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
     for (int64_t d = 0; d < D; ++d) {
@@ -258,11 +292,29 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
 }
 
 template <typename T>
+void AttendItemAnyHeadDim(const Layout& L, const Item& it, const T* queries, const T* kv,
+                          const int32_t* page_table, T* out) {
+  switch (L.head_dim) {
+    case 64:
+      return AttendItem<T, 64>(L, it, queries, kv, page_table, out);
+    case 128:
+      return AttendItem<T, 128>(L, it, queries, kv, page_table, out);
+    case 256:
+      return AttendItem<T, 256>(L, it, queries, kv, page_table, out);
+    default:
+      return AttendItem<T, 0>(L, it, queries, kv, page_table, out);
+  }
+}
+
+template <typename T>
 ffi::Error Run(const Layout& L, const T* queries, const T* kv, const int32_t* kv_lens,
                const int32_t* page_indices, const int32_t* cu_q_lens, int64_t num_seqs,
                T* out) {
   std::memset(out, 0, sizeof(T) * L.num_tokens * L.num_q_heads * L.head_dim);
-  const int64_t block = std::max<int64_t>(1, kMaxRowsPerItem / L.group);
+  // As many kv heads per item as fit kMaxRowsPerItem rows, then as many query tokens.
+  const int64_t heads_per_item =
+      std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
+  const int64_t block = std::max<int64_t>(1, kMaxRowsPerItem / (heads_per_item * L.group));
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = cu_q_lens[s], end = cu_q_lens[s + 1];
@@ -278,8 +330,10 @@ ffi::Error Run(const Layout& L, const T* queries, const T* kv, const int32_t* kv
     }
     for (int32_t q0 = 0; q0 < q_len; q0 += block) {
       const int32_t nq = static_cast<int32_t>(std::min<int64_t>(block, q_len - q0));
-      for (int32_t h = 0; h < L.num_kv_heads; ++h) {
-        items.push_back(Item{static_cast<int32_t>(s), h, begin + q0, nq, kv_len, q_len, q0});
+      for (int64_t h = 0; h < L.num_kv_heads; h += heads_per_item) {
+        const int64_t nh = std::min<int64_t>(heads_per_item, L.num_kv_heads - h);
+        items.push_back(Item{static_cast<int32_t>(s), static_cast<int32_t>(h),
+                             static_cast<int32_t>(nh), begin + q0, nq, kv_len, q_len, q0});
       }
     }
   }
@@ -289,7 +343,7 @@ ffi::Error Run(const Layout& L, const T* queries, const T* kv, const int32_t* kv
   });
   Pool().ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
-    AttendItem<T>(L, it, queries, kv, page_indices + it.seq * L.pages_per_seq, out);
+    AttendItemAnyHeadDim<T>(L, it, queries, kv, page_indices + it.seq * L.pages_per_seq, out);
   });
   return ffi::Error::Success();
 }

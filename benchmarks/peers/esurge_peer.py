@@ -1,0 +1,174 @@
+"""eSurge itself as a peer of the benchmark (issue 9), with the same contract as the others.
+
+    .venv/bin/python benchmarks/peers/esurge_peer.py offline --workload-file W.json --out O.json
+
+Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations and KV cache:
+``param_dtype="bfloat16"``); ``bfloat16`` (weights, activations and KV cache in bf16). The
+model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
+folder). Workloads:
+
+* W1 / W4: ``eSurge.generate`` over all prompts (``ignore_eos``), after the warm prompts ran
+  once (so every bucket is compiled); W4 runs with prefix caching on, then off;
+* W2: one streamed request after a warm request with another prompt: TTFT and time per
+  output token;
+* W3 (server mode): :func:`server_command` starts ``esurge serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+PEER = "esurge"
+MODEL = "smollm2-135m-instruct"
+SERVED_MODEL = MODEL
+ENGINE = {
+    "max_model_len": 1024,
+    "max_num_seqs": 64,
+    "max_num_batched_tokens": 2048,
+    "kv_cache_memory": 2 << 30,
+}
+
+
+def dtype_options(precision: str) -> dict[str, str]:
+    """Engine keywords of a precision name."""
+    if precision == "bf16-weights":
+        return {"dtype": "float32", "param_dtype": "bfloat16"}
+    if precision in ("float32", "bfloat16"):
+        return {"dtype": precision}
+    raise ValueError(f"precision must be float32, bf16-weights or bfloat16, got {precision!r}")
+
+
+def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:
+    """argv and extra environment that start ``esurge serve`` on 127.0.0.1:port."""
+    options = dtype_options(precision)
+    argv = [
+        str(Path(sys.executable).with_name("esurge")),
+        "serve",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-num-seqs",
+        "32",
+        "--max-model-len",
+        str(ENGINE["max_model_len"]),
+        "--max-num-batched-tokens",
+        str(ENGINE["max_num_batched_tokens"]),
+        "--kv-cache-memory",
+        str(ENGINE["kv_cache_memory"]),
+        "--log-level",
+        "warning",
+    ]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    return argv, {}
+
+
+def _engine(precision: str, **overrides):
+    from esurge_core import eSurge
+
+    return eSurge(MODEL, **{**ENGINE, **dtype_options(precision), **overrides})
+
+
+def _throughput(engine, spec: dict) -> float:
+    """Output tokens/s of one ``generate`` over the prompts, after the warm prompts ran once.
+
+    The warm prompts differ from the timed ones, so the timed run compiles nothing and finds
+    in the prefix cache only what the workload itself shares.
+    """
+    from esurge_core import SamplingParams
+
+    params = SamplingParams(temperature=0, max_tokens=spec["output_len"], ignore_eos=True)
+    engine.generate([{"prompt_token_ids": p} for p in spec["warm"]], params)
+    start = time.perf_counter()
+    outputs = engine.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params)
+    elapsed = time.perf_counter() - start
+    generated = sum(len(o.outputs[0].token_ids) for o in outputs)
+    expected = spec["output_len"] * len(spec["prompts"])
+    if generated != expected:
+        raise RuntimeError(f"generated {generated} tokens, expected {expected}")
+    return generated / elapsed
+
+
+def _single(engine, spec: dict) -> tuple[float, float]:
+    from esurge_core import SamplingParams
+
+    output_len = spec["output_len"]
+    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
+    for prompt in (spec["warm"], spec["prompt"]):  # the second run is timed
+        start = time.perf_counter()
+        first = None
+        for out in engine.stream({"prompt_token_ids": prompt}, params):
+            if first is None and out.outputs[0].delta_token_ids:
+                first = time.perf_counter() - start
+        total = time.perf_counter() - start
+    return first * 1000, (total - first) * 1000 / (output_len - 1)
+
+
+def offline(workload_file: Path, out: Path) -> dict:
+    """Run the workloads named in ``workload_file`` and write the result rows to ``out``."""
+    from esurge_core.version import __version__
+
+    workload = json.loads(workload_file.read_text())
+    precision = workload.get("precision", "float32")
+    specs = workload["workloads"]
+    rows = []
+
+    def add(name: str, metric: str, value: float, unit: str) -> None:
+        rows.append(
+            {
+                "workload": name,
+                "metric": metric,
+                "value": round(value, 2),
+                "unit": unit,
+                "precision": precision,
+            }
+        )
+        print(f"{PEER} {name} {precision} {metric}: {value:.2f} {unit}", flush=True)
+
+    engine = _engine(precision)
+    attention = engine.attention_backend_name
+    if "W1" in specs:
+        add("W1", "output tokens/s", _throughput(engine, specs["W1"]), "tok/s")
+    if "W2" in specs:
+        ttft, per_token = _single(engine, specs["W2"])
+        add("W2", "TTFT", ttft, "ms")
+        add("W2", "per output token", per_token, "ms")
+    if "W4" in specs:
+        add("W4", "output tokens/s", _throughput(engine, specs["W4"]), "tok/s")
+    engine.close()
+    if "W4" in specs:
+        off = _engine(precision, enable_prefix_caching=False)
+        add("W4", "output tokens/s (prefix caching off)", _throughput(off, specs["W4"]), "tok/s")
+        off.close()
+    result = {
+        "peer": PEER,
+        "version": __version__,
+        "settings": (
+            f"{dtype_options(precision)}, attention {attention}, " + json.dumps(ENGINE) + ", "
+            "prefix caching on (W4 also off), greedy, ignore_eos; warm prompts run first"
+        ),
+        "rows": rows,
+    }
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    """Command line: ``offline --workload-file F --out OUT.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    run = sub.add_parser("offline", help="run W1/W2/W4 from the workload file")
+    run.add_argument("--workload-file", type=Path, required=True)
+    run.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    offline(args.workload_file, args.out)
+
+
+if __name__ == "__main__":
+    main()
