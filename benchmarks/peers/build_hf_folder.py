@@ -3,7 +3,8 @@
 vLLM and EasyDeL load Hugging Face folders, llama.cpp loads the GGUF; for a fair comparison
 every engine must run the same weights. transformers 5 cannot ``save_pretrained`` a model it
 loaded from GGUF, so this script loads the GGUF with transformers, then writes the folder
-itself: ``config.json``, ``generation_config.json``, the tokenizer files and
+itself: ``config.json`` (without the GGUF quantizer entry, with ``architectures`` and a
+top-level ``rope_theta`` for older readers), ``generation_config.json``, the tokenizer files and
 ``model.safetensors`` holding the dequantised weights (tied embeddings stored once).
 
     .venv/bin/python benchmarks/peers/build_hf_folder.py --out /work/peers/smollm2-hf
@@ -12,6 +13,7 @@ itself: ``config.json``, ``generation_config.json``, the tokenizer files and
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 MODEL = "smollm2-135m-instruct"
@@ -37,8 +39,16 @@ def build_hf_folder(out: Path) -> Path:
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    model.config.torch_dtype = "float32"
-    model.config.to_json_file(str(out / "config.json"))
+    config = model.config.to_dict()
+    # A GGUF-loaded config still names the GGUF quantizer (vLLM rejects it, EasyDeL warns), and
+    # older readers (EasyDeL 0.3) look for architectures and a top-level rope_theta.
+    config.pop("quantization_config", None)
+    config["architectures"] = [type(model).__name__]
+    config["dtype"] = "float32"
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        config["rope_theta"] = rope["rope_theta"]
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     model.generation_config.to_json_file(str(out / "generation_config.json"))
     tokenizer.save_pretrained(str(out))
     return out

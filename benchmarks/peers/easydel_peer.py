@@ -39,7 +39,6 @@ MAX_NUM_SEQS = 64
 PAGE_SIZE = 128
 MAX_MODEL_LEN = 1024
 SERVER_MAX_NUM_SEQS = 32
-KV_CACHE_BYTES = 2 << 30
 
 
 def server_command(
@@ -107,13 +106,26 @@ def rope_theta_of(folder: str) -> float:
     return float(theta)
 
 
+def kv_cache_bytes(folder: str, precision: str, max_num_seqs: int, longest: int) -> int:
+    """Bytes of a paged KV cache that holds ``max_num_seqs`` sequences of ``longest`` tokens.
+
+    One page of a sequence is added as slack for the async scheduler's look-ahead.
+    """
+    config = json.loads((Path(folder) / "config.json").read_text())
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim
+    page_bytes = per_token * PAGE_SIZE * (4 if precision == "float32" else 2)
+    pages_per_seq = -(-longest // PAGE_SIZE) + 1
+    return max_num_seqs * pages_per_seq * page_bytes
+
+
 def cap_kv_cache(budget_bytes: int) -> None:
     """Cap the bytes EasyDeL gives its paged KV cache.
 
     EasyDeL sizes the cache from the device's memory stats; JAX's CPU device has none, so it
-    falls back to a fixed 4 GiB and ignores ``hbm_utilization``. With bf16 that cache is upcast
-    during generation and the process grew past 14 GB (killed by the OOM killer on a 23 GB
-    machine). 2 GiB still holds every workload (W4: 64 x 592 tokens fit 4x over in fp32).
+    falls back to a fixed 4 GiB and ignores ``hbm_utilization``. Its CPU attention then works on
+    the whole cache: in bf16 the process grew past 14 GB (OOM-killed on a 23 GB machine) and
+    each step slows with the cache size, so the cache is sized to the workload instead.
     """
     from easydel.caching.ragged_page import cache
 
@@ -141,7 +153,7 @@ def build_engine(
             f"easydel peer runs precision float32 or bfloat16, not {precision!r}; "
             "set the workload's precision to one of those"
         )
-    cap_kv_cache(KV_CACHE_BYTES)
+    cap_kv_cache(kv_cache_bytes(folder, precision, max_num_seqs, max_model_len))
     engine = eSurge(
         model=folder,
         dtype=jnp.float32 if precision == "float32" else jnp.bfloat16,
@@ -288,8 +300,9 @@ def offline(workload_file: Path, out: Path) -> dict:
             f"attn_mechanism {ATTENTION}, dtype {precision}, max_num_seqs {max_num_seqs}, "
             f"page_size {PAGE_SIZE}, max_model_len {max_model_len}, {resolved}, "
             "prefix caching on (W4 is timed with it), async scheduling and overlap execution "
-            f"on (defaults), KV cache capped at {KV_CACHE_BYTES >> 30} GiB (the CPU device has no "
-            "memory stats: EasyDeL would take a fixed 4 GiB, hbm_utilization is unused); greedy, ignore_eos, min_tokens=max_tokens; "
+            "on (defaults), KV cache sized to max_num_seqs x max_model_len (+1 page each) (the "
+            "CPU device has no memory stats: EasyDeL would take a fixed 4 GiB, hbm_utilization "
+            "is unused); greedy, ignore_eos, min_tokens=max_tokens; "
             "each workload's warm prompts run first on the same engine (compiles excluded); "
             "token-id prompts passed through a _tokenize_prompt lookup; W2 via engine.stream"
         ),
