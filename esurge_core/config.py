@@ -64,6 +64,13 @@ class CacheConfig(_Section):
         ge=1 << 20,
         description="Byte budget for the KV cache on CPU (no HBM); default: from free RAM.",
     )
+    kv_cache_dtype: DType | None = Field(
+        None,
+        description=(
+            "KV-cache dtype when it differs from `dtype`: bfloat16 under float32 activations "
+            "halves the cache's memory and the bytes attention reads. Default: `dtype`."
+        ),
+    )
     enable_prefix_caching: bool = Field(True, description="Reuse cached pages of shared prefixes.")
     prefix_cache_capacity: float = Field(
         1.0,

@@ -101,12 +101,18 @@ def test_config_is_immutable():
         config.cache.page_size = 4  # type: ignore[misc]
 
 
-def test_param_dtype_flag_reaches_the_engine_keywords():
+def test_dtype_flags_reach_the_engine_keywords():
     import argparse
 
     from esurge_core.frontends.engine_args import add_engine_arguments, engine_kwargs
 
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
-    args = parser.parse_args(["--dtype", "float32", "--param-dtype", "bfloat16"])
-    assert engine_kwargs(args) == {"dtype": "float32", "param_dtype": "bfloat16"}
+    args = parser.parse_args(
+        ["--dtype", "float32", "--param-dtype", "bfloat16", "--kv-cache-dtype", "bfloat16"]
+    )
+    assert engine_kwargs(args) == {
+        "dtype": "float32",
+        "param_dtype": "bfloat16",
+        "kv_cache_dtype": "bfloat16",
+    }

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/peers/esurge_peer.py offline --workload-file W.json --out O.json
 
 Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations and KV cache:
-``param_dtype="bfloat16"``); ``bfloat16`` (weights, activations and KV cache in bf16). The
+``param_dtype="bfloat16"``); ``bf16-weights-kv`` (bfloat16 weights and KV cache, float32
+activations); ``bfloat16`` (weights, activations and KV cache in bf16). The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -37,9 +38,13 @@ def dtype_options(precision: str) -> dict[str, str]:
     """Engine keywords of a precision name."""
     if precision == "bf16-weights":
         return {"dtype": "float32", "param_dtype": "bfloat16"}
+    if precision == "bf16-weights-kv":
+        return {"dtype": "float32", "param_dtype": "bfloat16", "kv_cache_dtype": "bfloat16"}
     if precision in ("float32", "bfloat16"):
         return {"dtype": precision}
-    raise ValueError(f"precision must be float32, bf16-weights or bfloat16, got {precision!r}")
+    raise ValueError(
+        f"precision must be float32, bf16-weights, bf16-weights-kv or bfloat16, got {precision!r}"
+    )
 
 
 def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:

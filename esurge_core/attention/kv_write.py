@@ -21,7 +21,24 @@ def write_kv_pages(
     Returns:
         The updated pages (in place when donated); keys/values cast to the cache dtype.
     """
+    validate_kv_write(kv_pages, keys, values, slot_mapping)
     num_pages, page_size, combined_heads, head_dim = kv_pages.shape
+    # [T, Hkv, 2, D] -> [T, 2 * Hkv, D] puts K of head h at 2h and V at 2h + 1.
+    new = jnp.stack([keys, values], axis=2).reshape(-1, combined_heads, head_dim)
+    flat = kv_pages.reshape(num_pages * page_size, combined_heads, head_dim)
+    flat = flat.at[slot_mapping].set(new.astype(kv_pages.dtype), mode="drop")
+    return flat.reshape(kv_pages.shape)
+
+
+def validate_kv_write(
+    kv_pages: jax.Array, keys: jax.Array, values: jax.Array, slot_mapping: jax.Array
+) -> None:
+    """Check the static shapes of a K/V page write.
+
+    Raises:
+        ValueError: naming the mismatched shapes.
+    """
+    _, _, combined_heads, head_dim = kv_pages.shape
     expected = (keys.shape[0], combined_heads // 2, head_dim)
     if keys.shape != expected or values.shape != expected:
         raise ValueError(
@@ -32,8 +49,3 @@ def write_kv_pages(
         raise ValueError(
             f"slot_mapping must have shape ({keys.shape[0]},), got {slot_mapping.shape}"
         )
-    # [T, Hkv, 2, D] -> [T, 2 * Hkv, D] puts K of head h at 2h and V at 2h + 1.
-    new = jnp.stack([keys, values], axis=2).reshape(-1, combined_heads, head_dim)
-    flat = kv_pages.reshape(num_pages * page_size, combined_heads, head_dim)
-    flat = flat.at[slot_mapping].set(new.astype(kv_pages.dtype), mode="drop")
-    return flat.reshape(kv_pages.shape)

@@ -125,7 +125,8 @@ class eSurge:
         )
         self.attention_backend_name = attention_spec.name
         attention = attention_spec.load()()
-        dtype_bytes = 2 if cfg.model.dtype == "bfloat16" else 4
+        kv_cache_dtype = cfg.cache.kv_cache_dtype or cfg.model.dtype
+        dtype_bytes = 2 if kv_cache_dtype == "bfloat16" else 4
         self.kv_plan = plan_kv_cache_for_device(
             groups=groups,
             page_size=cfg.cache.page_size,
@@ -172,6 +173,7 @@ class eSurge:
             eos_token_ids=sorted(self.eos_token_ids),
             verbose=cfg.runtime.runner_verbose,
             parallel_plan=self.parallel_plan,
+            kv_cache_dtype=kv_cache_dtype,
         )
         if cfg.runtime.use_aot_forward:
             compiled = self.runner.precompile(progress=True)

@@ -29,6 +29,12 @@ def add_engine_arguments(
         default=None,
         help="weights, when not --dtype (bfloat16 with --dtype float32: bf16 matrix products)",
     )
+    group.add_argument(
+        "--kv-cache-dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="KV cache, when not --dtype",
+    )
     group.add_argument("--max-model-len", type=int, default=None)
     group.add_argument("--max-num-seqs", type=int, default=None)
     group.add_argument("--max-num-batched-tokens", type=int, default=None)
@@ -45,6 +51,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     names = (
         "dtype",
         "param_dtype",
+        "kv_cache_dtype",
         "max_model_len",
         "max_num_seqs",
         "max_num_batched_tokens",

@@ -107,10 +107,13 @@ class CausalLM(ABC):
         """Shape of one layer's cache: [num_pages, page_size, 2 * num_kv_heads, head_dim]."""
         return (num_pages, page_size, 2 * self.num_kv_heads, self.head_dim)
 
-    def init_kv_caches(self, num_pages: int, page_size: int) -> tuple[jax.Array, ...]:
-        """Allocate zeroed caches, one per layer, in the model dtype."""
+    def init_kv_caches(
+        self, num_pages: int, page_size: int, dtype: Any = None
+    ) -> tuple[jax.Array, ...]:
+        """Allocate zeroed caches, one per layer, in ``dtype`` (default: the model dtype)."""
         shape = self.kv_cache_shape(num_pages, page_size)
-        return tuple(jnp.zeros(shape, self.dtype) for _ in range(self.num_layers))
+        dtype = self.dtype if dtype is None else canonical_dtype(dtype)
+        return tuple(jnp.zeros(shape, dtype) for _ in range(self.num_layers))
 
     # ----- parameters ----------------------------------------------------------------------
 

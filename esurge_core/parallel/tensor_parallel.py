@@ -83,11 +83,15 @@ class TensorParallelPlan:
         """Place existing per-layer caches on the mesh with `kv_cache_sharding`."""
         return tuple(put_global(cache, self.kv_cache_sharding) for cache in kv_caches)
 
-    def init_kv_caches(self, num_pages: int, page_size: int) -> tuple[jax.Array, ...]:
-        """Allocate zeroed per-layer caches directly in their shards (no full copy anywhere)."""
+    def init_kv_caches(
+        self, num_pages: int, page_size: int, dtype: Any = None
+    ) -> tuple[jax.Array, ...]:
+        """Allocate zeroed per-layer caches directly in their shards (no full copy anywhere),
+        in ``dtype`` (default: the model dtype)."""
         shape = self.model.kv_cache_shape(num_pages, page_size)
+        dtype = self.model.dtype if dtype is None else jnp.dtype(dtype)
         zeros = jax.jit(
-            lambda: tuple(jnp.zeros(shape, self.model.dtype) for _ in range(self.model.num_layers)),
+            lambda: tuple(jnp.zeros(shape, dtype) for _ in range(self.model.num_layers)),
             out_shardings=self.kv_cache_shardings,
         )
         return zeros()

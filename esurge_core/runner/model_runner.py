@@ -74,6 +74,7 @@ class ModelRunner:
         max_num_seqs / max_num_batched_tokens / max_model_len / min_input_pad: bucket limits.
         eos_token_ids: blocked while a request is below ``min_tokens``.
         parallel_plan: shard weights and KV cache over a device mesh (tensor parallelism).
+        kv_cache_dtype: dtype of the KV cache (default: the model's activation dtype).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class ModelRunner:
         eos_token_ids: Sequence[int] = (),
         verbose: bool = False,
         parallel_plan: TensorParallelPlan | None = None,
+        kv_cache_dtype: str | None = None,
     ) -> None:
         self.model = model
         if parallel_plan is not None:
@@ -108,9 +110,9 @@ class ModelRunner:
         max_pages = -(-max_model_len // self.page_size)
         self.page_buckets = power_of_two_buckets(min(min_input_pad, max_pages), max_pages)
         self.kv_caches = (
-            model.init_kv_caches(num_pages, self.page_size)
+            model.init_kv_caches(num_pages, self.page_size, kv_cache_dtype)
             if parallel_plan is None
-            else parallel_plan.init_kv_caches(num_pages, self.page_size)
+            else parallel_plan.init_kv_caches(num_pages, self.page_size, kv_cache_dtype)
         )
         self.num_compilations = 0
 

@@ -50,7 +50,7 @@ def test_many_sequences_spread_over_the_thread_pool_match_xla(rng):
 
 def test_mixed_dtypes_are_rejected_with_both_named(rng):
     queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
-    with pytest.raises(ValueError, match="both float32 or both bfloat16, got bfloat16 and float32"):
+    with pytest.raises(ValueError, match="got bfloat16 / float32"):
         kernel.ragged_paged_attention(queries.astype(jnp.bfloat16), kv_pages, *meta)
 
 
@@ -77,3 +77,50 @@ def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(native_build.NativeBuildError, match="needs a C\\+\\+17 compiler"):
         native_build.build_library()
     assert not list((tmp_path / "native").iterdir())  # no half-written library left behind
+
+
+def test_float32_queries_over_a_bfloat16_cache_match_xla(rng):
+    from esurge_attention_xla.kernel import ragged_paged_attention as xla
+
+    queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
+    cache = kv_pages.astype(jnp.bfloat16)
+    out = kernel.ragged_paged_attention(queries, cache, *meta, sm_scale=0.3, sliding_window=9)
+    assert out.dtype == jnp.float32
+    n = int(meta[2][int(meta[3][0])])  # cu_q_lens[num_seqs]
+    np.testing.assert_allclose(
+        np.asarray(out)[:n],
+        np.asarray(xla(queries, cache, *meta, sm_scale=0.3, sliding_window=9))[:n],
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("new_dtype", "cache_dtype"),
+    [("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "bfloat16")],
+)
+def test_native_page_write_equals_the_xla_scatter(rng, new_dtype, cache_dtype):
+    import jax
+
+    from esurge_core.attention.kv_write import write_kv_pages as xla_write
+
+    cache = jnp.asarray(rng.standard_normal((5, 4, 4, 8)), cache_dtype)
+    keys = jnp.asarray(rng.standard_normal((6, 2, 8)), new_dtype)
+    values = jnp.asarray(rng.standard_normal((6, 2, 8)), new_dtype)
+    slots = jnp.asarray([3, 17, 0, 19, 8, 99], jnp.int32)  # 99 is outside: skipped
+    expected = np.asarray(xla_write(cache, keys, values, slots).astype(jnp.float32))
+    written = jax.jit(kernel.write_kv_pages)(cache, keys, values, slots)
+    assert written.dtype == cache.dtype
+    np.testing.assert_array_equal(np.asarray(written.astype(jnp.float32)), expected)
+
+
+def test_native_page_write_updates_a_donated_cache_in_place(rng):
+    import jax
+
+    cache = jnp.zeros((64, 16, 6, 64), jnp.bfloat16)
+    keys = values = jnp.ones((2, 3, 64), jnp.float32)
+    pointer = cache.unsafe_buffer_pointer()
+    written = jax.jit(kernel.write_kv_pages, donate_argnums=(0,))(
+        cache, keys, values, jnp.asarray([5, 40], jnp.int32)
+    )
+    assert written.unsafe_buffer_pointer() == pointer
+    assert float(written[0, 5].astype(jnp.float32).sum()) == 6 * 64

@@ -21,11 +21,14 @@ import numpy as np
 
 from esurge_attention_cpu.native_build import build_library
 from esurge_core.attention.input_validation import validate_inputs
-from esurge_core.attention.kv_write import write_kv_pages
+from esurge_core.attention.kv_write import validate_kv_write
 
 __all__ = ["ragged_paged_attention", "register_kernel", "write_kv_pages"]
 
 TARGET_NAME = "esurge_cpu_ragged_paged_attention"
+WRITE_TARGET_NAME = "esurge_cpu_write_kv_pages"
+#: (queries or new K/V dtype, cache dtype) pairs the native code implements.
+SUPPORTED_DTYPES = {("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "bfloat16")}
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 
@@ -41,6 +44,9 @@ def register_kernel() -> None:
             TARGET_NAME,
             jax.ffi.pycapsule(library.EsurgeRaggedPagedAttention),
             platform="cpu",
+        )
+        jax.ffi.register_ffi_target(
+            WRITE_TARGET_NAME, jax.ffi.pycapsule(library.EsurgeWriteKVPages), platform="cpu"
         )
         _library = library
 
@@ -60,8 +66,9 @@ def ragged_paged_attention(
 ) -> jax.Array:
     """Causal attention of a ragged batch of new tokens over a paged KV cache (on CPU).
 
-    Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``; queries
-    and ``kv_pages`` must both be float32 or both bfloat16, ``head_dim <= 256`` and
+    Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``; queries /
+    ``kv_pages`` dtypes float32 / float32, float32 / bfloat16 (a bf16 cache under fp32
+    activations) or bfloat16 / bfloat16; ``head_dim <= 256`` and
     ``num_q_heads / num_kv_heads <= 32``. Rows of padding tokens are zero.
 
     Raises:
@@ -79,12 +86,7 @@ def ragged_paged_attention(
         chunk_size=chunk_size,
         soft_cap=soft_cap,
     )
-    dtypes = {jnp.dtype(queries.dtype).name, jnp.dtype(kv_pages.dtype).name}
-    if dtypes not in ({"float32"}, {"bfloat16"}):
-        raise ValueError(
-            "the cpu kernel needs queries and kv_pages both float32 or both bfloat16, got "
-            f"{jnp.dtype(queries.dtype).name} and {jnp.dtype(kv_pages.dtype).name}"
-        )
+    _check_dtypes("queries", queries, kv_pages)
     head_dim = queries.shape[2]
     group = queries.shape[1] // (kv_pages.shape[2] // 2)
     if head_dim > 256 or group > 32:
@@ -106,3 +108,33 @@ def ragged_paged_attention(
         chunk_size=np.int64(chunk_size or 0),
         soft_cap=np.float32(soft_cap or 0.0),
     )
+
+
+def write_kv_pages(
+    kv_pages: jax.Array, keys: jax.Array, values: jax.Array, slot_mapping: jax.Array
+) -> jax.Array:
+    """Write each token's K and V at its slot, in place (contract A's page write, natively).
+
+    Same result as ``esurge_core.attention.kv_write.write_kv_pages`` (keys/values rounded to
+    the cache dtype; slots outside the cache are skipped), but the cache buffer is updated in
+    place through an aliased FFI output: XLA:CPU would widen a bf16 cache to f32 and back for
+    its scatter, copying the whole cache per layer per step.
+    """
+    validate_kv_write(kv_pages, keys, values, slot_mapping)
+    _check_dtypes("keys", keys, kv_pages)
+    register_kernel()
+    call = jax.ffi.ffi_call(
+        WRITE_TARGET_NAME,
+        jax.ShapeDtypeStruct(kv_pages.shape, kv_pages.dtype),
+        input_output_aliases={0: 0},
+    )
+    return call(kv_pages, keys, values.astype(keys.dtype), jnp.asarray(slot_mapping, jnp.int32))
+
+
+def _check_dtypes(name: str, operand: jax.Array, kv_pages: jax.Array) -> None:
+    pair = (jnp.dtype(operand.dtype).name, jnp.dtype(kv_pages.dtype).name)
+    if pair not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"the cpu kernel supports {name} / kv_pages dtypes {sorted(SUPPORTED_DTYPES)}, "
+            f"got {pair[0]} / {pair[1]}"
+        )

@@ -170,9 +170,9 @@ inline const float* Widen(const uint16_t* src, float* scratch, int64_t n) {
 
 // kHeadDim > 0 fixes the head size at compile time (fully unrolled vector loops); 0 reads it
 // from the layout.
-template <typename T, int kHeadDim>
-void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
-                const int32_t* page_table, T* out) {
+template <typename TQ, typename TKV, int kHeadDim>
+void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* kv,
+                const int32_t* page_table, TQ* out) {
   const int64_t D = kHeadDim > 0 ? kHeadDim : L.head_dim;
   const int64_t g = L.group, ps = L.page_size;
   const int64_t rows_per_token = it.nh * g;
@@ -192,7 +192,7 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
     const int64_t token = it.q_begin + r / rows_per_token;
     const int64_t head = it.h * g + r % rows_per_token;
     row_kv[r] = 2 * ((r % rows_per_token) / g) * D;  // K offset in the item's widened row
-    const T* src = queries + (token * L.num_q_heads + head) * D;
+    const TQ* src = queries + (token * L.num_q_heads + head) * D;
     for (int64_t d = 0; d < D; ++d) q[r * D + d] = Load(src, d) * L.sm_scale;
     std::fill(acc + r * D, acc + (r + 1) * D, 0.0f);
     row_max[r] = kMasked;
@@ -210,7 +210,7 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
   const int64_t row_width = 2 * it.nh * D;  // K and V of the item's kv heads, one token
   // Widened bf16 rows (unused for fp32); per thread, grown once to the largest item.
   thread_local std::vector<float> scratch_buffer;
-  if (sizeof(T) == 2 && scratch_buffer.size() < static_cast<size_t>(kKeyTile * row_width)) {
+  if (sizeof(TKV) == 2 && scratch_buffer.size() < static_cast<size_t>(kKeyTile * row_width)) {
     scratch_buffer.resize(kKeyTile * row_width);
   }
   float* kv_scratch = scratch_buffer.data();
@@ -221,7 +221,7 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
     for (int64_t t = 0; t < nt; ++t) {
       const int64_t pos = k0 + t;
       const int64_t slot = std::min<int64_t>(pos / ps, L.pages_per_seq - 1);
-      const T* src = kv + (page_table[slot] * ps + pos % ps) * kv_stride_token + 2 * it.h * D;
+      const TKV* src = kv + (page_table[slot] * ps + pos % ps) * kv_stride_token + 2 * it.h * D;
       kv_rows[t] = Widen(src, kv_scratch + t * row_width, row_width);
     }
     // Scores of every row against the tile's keys (each key loaded once for all rows).
@@ -278,11 +278,11 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t token = it.q_begin + r / rows_per_token;
     const int64_t head = it.h * g + r % rows_per_token;
-    T* dst = out + (token * L.num_q_heads + head) * D;
+    TQ* dst = out + (token * L.num_q_heads + head) * D;
     const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
     for (int64_t d = 0; d < D; ++d) {
       const float value = acc[r * D + d] * inv;
-      if constexpr (sizeof(T) == 2) {
+      if constexpr (sizeof(TQ) == 2) {
         dst[d] = F32ToBf16(value);
       } else {
         dst[d] = value;
@@ -291,26 +291,26 @@ void AttendItem(const Layout& L, const Item& it, const T* queries, const T* kv,
   }
 }
 
-template <typename T>
-void AttendItemAnyHeadDim(const Layout& L, const Item& it, const T* queries, const T* kv,
-                          const int32_t* page_table, T* out) {
+template <typename TQ, typename TKV>
+void AttendItemAnyHeadDim(const Layout& L, const Item& it, const TQ* queries, const TKV* kv,
+                          const int32_t* page_table, TQ* out) {
   switch (L.head_dim) {
     case 64:
-      return AttendItem<T, 64>(L, it, queries, kv, page_table, out);
+      return AttendItem<TQ, TKV, 64>(L, it, queries, kv, page_table, out);
     case 128:
-      return AttendItem<T, 128>(L, it, queries, kv, page_table, out);
+      return AttendItem<TQ, TKV, 128>(L, it, queries, kv, page_table, out);
     case 256:
-      return AttendItem<T, 256>(L, it, queries, kv, page_table, out);
+      return AttendItem<TQ, TKV, 256>(L, it, queries, kv, page_table, out);
     default:
-      return AttendItem<T, 0>(L, it, queries, kv, page_table, out);
+      return AttendItem<TQ, TKV, 0>(L, it, queries, kv, page_table, out);
   }
 }
 
-template <typename T>
-ffi::Error Run(const Layout& L, const T* queries, const T* kv, const int32_t* kv_lens,
+template <typename TQ, typename TKV>
+ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t* kv_lens,
                const int32_t* page_indices, const int32_t* cu_q_lens, int64_t num_seqs,
-               T* out) {
-  std::memset(out, 0, sizeof(T) * L.num_tokens * L.num_q_heads * L.head_dim);
+               TQ* out) {
+  std::memset(out, 0, sizeof(TQ) * L.num_tokens * L.num_q_heads * L.head_dim);
   // As many kv heads per item as fit kMaxRowsPerItem rows, then as many query tokens.
   const int64_t heads_per_item =
       std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
@@ -343,7 +343,8 @@ ffi::Error Run(const Layout& L, const T* queries, const T* kv, const int32_t* kv
   });
   Pool().ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
-    AttendItemAnyHeadDim<T>(L, it, queries, kv, page_indices + it.seq * L.pages_per_seq, out);
+    AttendItemAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_indices + it.seq * L.pages_per_seq,
+                                  out);
   });
   return ffi::Error::Success();
 }
@@ -382,23 +383,96 @@ ffi::Error RaggedPagedAttentionImpl(ffi::AnyBuffer queries, ffi::AnyBuffer kv_pa
   }
   const int64_t max_num_seqs = table_dims[0];
   const int64_t n = std::clamp<int64_t>(num_seqs.typed_data()[0], 0, max_num_seqs);
-  if (queries.element_type() == ffi::DataType::F32 &&
-      kv_pages.element_type() == ffi::DataType::F32) {
-    return Run<float>(L, static_cast<const float*>(queries.untyped_data()),
-                      static_cast<const float*>(kv_pages.untyped_data()), kv_lens.typed_data(),
-                      page_indices.typed_data(), cu_q_lens.typed_data(), n,
-                      static_cast<float*>(out->untyped_data()));
+  const auto q_type = queries.element_type();
+  const auto kv_type = kv_pages.element_type();
+  const int32_t* lens = kv_lens.typed_data();
+  const int32_t* table = page_indices.typed_data();
+  const int32_t* cu = cu_q_lens.typed_data();
+  if (q_type == ffi::DataType::F32 && kv_type == ffi::DataType::F32) {
+    return Run(L, static_cast<const float*>(queries.untyped_data()),
+               static_cast<const float*>(kv_pages.untyped_data()), lens, table, cu, n,
+               static_cast<float*>(out->untyped_data()));
   }
-  if (queries.element_type() == ffi::DataType::BF16 &&
-      kv_pages.element_type() == ffi::DataType::BF16) {
-    return Run<uint16_t>(L, static_cast<const uint16_t*>(queries.untyped_data()),
-                         static_cast<const uint16_t*>(kv_pages.untyped_data()),
-                         kv_lens.typed_data(), page_indices.typed_data(), cu_q_lens.typed_data(),
-                         n, static_cast<uint16_t*>(out->untyped_data()));
+  if (q_type == ffi::DataType::F32 && kv_type == ffi::DataType::BF16) {
+    return Run(L, static_cast<const float*>(queries.untyped_data()),
+               static_cast<const uint16_t*>(kv_pages.untyped_data()), lens, table, cu, n,
+               static_cast<float*>(out->untyped_data()));
+  }
+  if (q_type == ffi::DataType::BF16 && kv_type == ffi::DataType::BF16) {
+    return Run(L, static_cast<const uint16_t*>(queries.untyped_data()),
+               static_cast<const uint16_t*>(kv_pages.untyped_data()), lens, table, cu, n,
+               static_cast<uint16_t*>(out->untyped_data()));
   }
   return ffi::Error::InvalidArgument(
-      "ragged_paged_attention (cpu): queries and kv_pages must both be float32 or both "
-      "bfloat16");
+      "ragged_paged_attention (cpu): queries/kv_pages must be float32/float32, "
+      "float32/bfloat16 or bfloat16/bfloat16");
+}
+
+// Writes each token's K and V ([T, Hkv, D]) into its slot (page * page_size + offset) of the
+// cache, which XLA aliases to the output: an in-place update. (XLA:CPU widens a bf16
+// scatter's whole operand to f32 and back, copying the entire cache per layer per step.)
+// Slots outside the cache are skipped, like a scatter with mode="drop".
+template <typename TIN, typename TKV>
+void WriteRows(const TIN* keys, const TIN* values, const int32_t* slots, int64_t num_tokens,
+               int64_t num_slots, int64_t num_kv_heads, int64_t head_dim, TKV* cache) {
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t slot = slots[t];
+    if (slot < 0 || slot >= num_slots) continue;
+    TKV* row = cache + slot * 2 * num_kv_heads * head_dim;
+    for (int64_t h = 0; h < num_kv_heads; ++h) {
+      const TIN* k = keys + (t * num_kv_heads + h) * head_dim;
+      const TIN* v = values + (t * num_kv_heads + h) * head_dim;
+      TKV* k_dst = row + 2 * h * head_dim;
+      TKV* v_dst = k_dst + head_dim;
+      for (int64_t d = 0; d < head_dim; ++d) {
+        if constexpr (sizeof(TKV) == 2) {
+          k_dst[d] = F32ToBf16(Load(k, d));
+          v_dst[d] = F32ToBf16(Load(v, d));
+        } else {
+          k_dst[d] = Load(k, d);
+          v_dst[d] = Load(v, d);
+        }
+      }
+    }
+  }
+}
+
+ffi::Error WriteKVPagesImpl(ffi::AnyBuffer kv_pages, ffi::AnyBuffer keys, ffi::AnyBuffer values,
+                            ffi::Buffer<ffi::S32> slot_mapping,
+                            ffi::Result<ffi::AnyBuffer> out) {
+  const auto kv_dims = kv_pages.dimensions();
+  const auto k_dims = keys.dimensions();
+  if (kv_dims.size() != 4 || k_dims.size() != 3 || keys.element_type() != values.element_type()) {
+    return ffi::Error::InvalidArgument("write_kv_pages (cpu): unexpected operand ranks or types");
+  }
+  const int64_t num_slots = kv_dims[0] * kv_dims[1];
+  const int64_t num_kv_heads = kv_dims[2] / 2, head_dim = kv_dims[3];
+  const int64_t num_tokens = k_dims[0];
+  if (out->untyped_data() != kv_pages.untyped_data()) {  // not aliased: start from a copy
+    std::memcpy(out->untyped_data(), kv_pages.untyped_data(), kv_pages.size_bytes());
+  }
+  const int32_t* slots = slot_mapping.typed_data();
+  const auto in_type = keys.element_type();
+  const auto kv_type = kv_pages.element_type();
+  void* cache = out->untyped_data();
+  if (in_type == ffi::DataType::F32 && kv_type == ffi::DataType::F32) {
+    WriteRows(static_cast<const float*>(keys.untyped_data()),
+              static_cast<const float*>(values.untyped_data()), slots, num_tokens, num_slots,
+              num_kv_heads, head_dim, static_cast<float*>(cache));
+  } else if (in_type == ffi::DataType::F32 && kv_type == ffi::DataType::BF16) {
+    WriteRows(static_cast<const float*>(keys.untyped_data()),
+              static_cast<const float*>(values.untyped_data()), slots, num_tokens, num_slots,
+              num_kv_heads, head_dim, static_cast<uint16_t*>(cache));
+  } else if (in_type == ffi::DataType::BF16 && kv_type == ffi::DataType::BF16) {
+    WriteRows(static_cast<const uint16_t*>(keys.untyped_data()),
+              static_cast<const uint16_t*>(values.untyped_data()), slots, num_tokens, num_slots,
+              num_kv_heads, head_dim, static_cast<uint16_t*>(cache));
+  } else {
+    return ffi::Error::InvalidArgument(
+        "write_kv_pages (cpu): keys/kv_pages must be float32/float32, float32/bfloat16 or "
+        "bfloat16/bfloat16");
+  }
+  return ffi::Error::Success();
 }
 
 }  // namespace
@@ -416,3 +490,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeRaggedPagedAttention, RaggedPagedAttentionIm
                                   .Attr<int64_t>("sliding_window")
                                   .Attr<int64_t>("chunk_size")
                                   .Attr<float>("soft_cap"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeWriteKVPages, WriteKVPagesImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>());
