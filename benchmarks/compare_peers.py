@@ -73,7 +73,7 @@ def workload_specs(names: list[str]) -> dict:
     specs = {
         "W1": {"prompts": prompts(64, 128, 0), "warm": prompts(64, 128, 100), "output_len": 128},
         "W2": {"prompt": prompts(1, 128, 1)[0], "warm": prompts(1, 128, 101)[0], "output_len": 128},
-        "W3": {"prompts": prompts(W3_REQUESTS, 128, 3), "warm": prompts(8, 128, 103)},
+        "W3": {"prompts": prompts(W3_REQUESTS, 128, 3), "warm": prompts(W3_REQUESTS, 128, 103)},
         "W4": {
             "prompts": shared_prefix(64, 512, 16, 2),
             "warm": shared_prefix(64, 512, 16, 200),
@@ -252,7 +252,18 @@ def main() -> None:
     parser.add_argument("--python", nargs="*", default=[], help="PEER=INTERPRETER overrides")
     parser.add_argument("--hf-folder", type=Path, default=Path("/work/peers/smollm2-hf"))
     parser.add_argument("--out", type=Path, default=None, help="write every result here (JSON)")
+    parser.add_argument(
+        "--table-from",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="print the table of earlier --out files (one table over all of them) and exit",
+    )
     args = parser.parse_args()
+    if args.table_from:
+        results = [r for path in args.table_from for r in json.loads(path.read_text())["results"]]
+        print(markdown(results))
+        return
     pythons = dict(DEFAULT_PYTHON)
     pythons.update(dict(item.split("=", 1) for item in args.python))
     if not (args.hf_folder / "model.safetensors").exists():

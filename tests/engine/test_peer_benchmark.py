@@ -1,0 +1,67 @@
+"""The peer benchmark's eSurge side on a tiny workload, and its report (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_esurge_peer_runs_every_offline_workload_with_exact_lengths(tmp_path):
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    prompts = [[100 + i, 200 + i, 300 + i, 400 + i] for i in range(3)]
+    warm = [[500 + i, 600 + i, 700 + i, 800 + i] for i in range(3)]
+    workload = {
+        "precision": "bf16-weights-kv",
+        "workloads": {
+            "W1": {"prompts": prompts, "warm": warm, "output_len": 3},
+            "W2": {"prompt": prompts[0], "warm": warm[0], "output_len": 3},
+            "W4": {"prompts": prompts, "warm": warm, "output_len": 2},
+        },
+    }
+    path = tmp_path / "workload.json"
+    path.write_text(json.dumps(workload))
+    result = peer.offline(path, tmp_path / "out.json")
+    metrics = {(row["workload"], row["metric"]) for row in result["rows"]}
+    assert metrics == {
+        ("W1", "output tokens/s"),
+        ("W2", "TTFT"),
+        ("W2", "per output token"),
+        ("W4", "output tokens/s"),
+        ("W4", "output tokens/s (prefix caching off)"),
+    }
+    assert all(row["value"] > 0 for row in result["rows"])
+    assert "'kv_cache_dtype': 'bfloat16'" in result["settings"]
+    assert json.loads((tmp_path / "out.json").read_text()) == result
+
+
+def test_esurge_peer_rejects_an_unknown_precision_naming_the_choices():
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    with pytest.raises(ValueError, match="float32, bf16-weights, bf16-weights-kv or bfloat16"):
+        peer.dtype_options("int4")
+
+
+def test_report_gives_esurges_best_ratio_to_each_peer():
+    driver = _module(BENCHMARKS / "compare_peers.py")
+    row = {"workload": "W1", "metric": "output tokens/s", "unit": "tok/s", "precision": "x"}
+    ms = {"workload": "W2", "metric": "TTFT", "unit": "ms", "precision": "x"}
+    results = [
+        {"peer": "esurge", "rows": [{**row, "value": 300.0}, {**ms, "value": 50.0}]},
+        {"peer": "esurge", "rows": [{**row, "value": 400.0}, {**ms, "value": 80.0}]},
+        {"peer": "vllm", "rows": [{**row, "value": 800.0}, {**ms, "value": 25.0}]},
+    ]
+    table = driver.markdown(results)
+    assert "| W1 | output tokens/s | vllm | x | 800.0 tok/s | 0.50x |" in table
+    assert "| W2 | TTFT | vllm | x | 25.0 ms | 0.50x |" in table  # 25 ms / best 50 ms
