@@ -52,3 +52,8 @@ def test_loaded_backend_interprets_off_its_platform(name, platform):
     backend = PluginManager().registry.get(ATTN, name).load()()
     assert backend.name == name
     assert backend._interpret() is True  # this CI machine is a CPU
+
+
+def test_auto_on_cpu_skips_the_native_kernel_without_a_compiler(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert _select_auto(monkeypatch, "cpu", dtype="float32", head_dim=64) == "xla"

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+
 from esurge_core.capabilities import Capabilities
 from esurge_core.hookspecs import hookimpl
 from esurge_core.registrars import AttentionBackendRegistrar
 
 
+def compiler_available() -> bool:
+    """Whether the C++ compiler the kernel is built with (``$CXX``, else ``c++``) exists."""
+    command = shlex.split(os.environ.get("CXX", "c++")) or ["c++"]
+    return shutil.which(command[0]) is not None
+
+
 @hookimpl
 def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> None:
-    """Register ``cpu``: the fastest backend on CPU, so ``auto`` prefers it there."""
+    """Register ``cpu``: the fastest backend on CPU, so ``auto`` prefers it there.
+
+    Without a C++ compiler the kernel cannot be built, so ``auto`` leaves it out (and picks
+    ``xla``); naming it explicitly then fails with the build error, which says what to install.
+    """
+    usable = compiler_available()
     register(
         name="cpu",
         loader="esurge_attention_cpu.backend:CPUAttentionBackend",
@@ -18,7 +33,11 @@ def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> N
             dtypes=["float32", "bfloat16"],
             patterns=["full", "sliding_window", "chunked"],
             soft_cap=True,
-            auto_priority={"cpu": 200},
+            auto_priority={"cpu": 200} if usable else {},
         ),
-        description="ragged paged attention as a C++ kernel through the XLA FFI (CPU)",
+        description=(
+            "ragged paged attention as a C++ kernel through the XLA FFI (CPU)"
+            if usable
+            else "ragged paged attention in C++ (CPU); no C++ compiler found, so not in 'auto'"
+        ),
     )
