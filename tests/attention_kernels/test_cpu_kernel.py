@@ -124,3 +124,10 @@ def test_native_page_write_updates_a_donated_cache_in_place(rng):
     )
     assert written.unsafe_buffer_pointer() == pointer
     assert float(written[0, 5].astype(jnp.float32).sum()) == 6 * 64
+
+
+def test_loading_the_kernel_keeps_subnormal_floats_for_the_whole_process():
+    # A library linked with -ffast-math would set flush-to-zero / denormals-are-zero globally.
+    kernel.register_kernel()
+    tiny = np.float32(1.4e-45)  # the smallest float32 subnormal
+    assert tiny * np.float32(1.0) != 0

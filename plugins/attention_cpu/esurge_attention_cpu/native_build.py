@@ -18,7 +18,22 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("ragged_paged_attention.cc")
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17", "-shared", "-fPIC", "-pthread")
+# Not -ffast-math: linking a shared library with it (GCC < 13) pulls in crtfastmath.o, which
+# sets flush-to-zero / denormals-are-zero for the whole process at load time. The flags below
+# allow the same reassociation (vectorised reductions) without touching global FP state.
+FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-freciprocal-math",
+    "-std=c++17",
+    "-shared",
+    "-fPIC",
+    "-pthread",
+)
 
 
 class NativeBuildError(RuntimeError):

@@ -48,6 +48,27 @@ inline uint16_t F32ToBf16(float f) {  // round to nearest even (inputs are finit
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// exp(x) for x <= 0 (softmax arguments), within 2 ulp; plain arithmetic, so the compiler
+// vectorises the loops that call it (std::exp only vectorises under -ffast-math, which this
+// library is not built with). Arguments below -87 give about 1.6e-38 instead of 0, which is
+// harmless: they only ever scale zeros or are summed with far larger weights.
+inline float ExpNonPositive(float x) {
+  x = std::max(x, -87.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
 // A fixed pool of workers that run one parallel-for at a time; the caller takes part.
 class ThreadPool {
  public:
@@ -257,7 +278,7 @@ void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* k
       }
       float sum = 0.0f;
       for (int64_t t = 0; t < nt; ++t) {
-        const float p = (t >= t_lo && t < t_hi) ? std::exp(sr[t] - new_max) : 0.0f;
+        const float p = (t >= t_lo && t < t_hi) ? ExpNonPositive(sr[t] - new_max) : 0.0f;
         sr[t] = p;
         sum += p;
       }
