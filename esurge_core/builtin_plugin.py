@@ -7,10 +7,12 @@ name and users select it in config.
 
 from __future__ import annotations
 
+from esurge_core.capabilities import Capabilities
 from esurge_core.hookspecs import hookimpl
 from esurge_core.registrars import (
     FrontendRegistrar,
     KVCacheAllocatorRegistrar,
+    MatmulBackendRegistrar,
     ModelRegistrar,
     SamplerRegistrar,
 )
@@ -34,6 +36,17 @@ def esurge_register_kv_cache_allocators(register: KVCacheAllocatorRegistrar) -> 
         name="paged",
         loader="esurge_core.kv_cache.manager:KVCacheManager",
         description="page pool with LRU prefix cache, per-group page release",
+    )
+
+
+@hookimpl
+def esurge_register_matmul_backends(register: MatmulBackendRegistrar) -> None:
+    """``xla``: every weight product through XLA's dot, on every platform."""
+    register(
+        name="xla",
+        loader="esurge_core.matmul.backend:XLAMatmulBackend",
+        capabilities=Capabilities.of(auto_priority={"cpu": 100, "gpu": 100, "tpu": 100}),
+        description="weight products through XLA's dot (every platform)",
     )
 
 

@@ -21,6 +21,7 @@ class ComponentKind(StrEnum):
     """The kinds of extension eSurge has, one hook each (see ``hookspecs``)."""
 
     ATTENTION_BACKEND = "attention_backend"
+    MATMUL_BACKEND = "matmul_backend"
     KV_CACHE_ALLOCATOR = "kv_cache_allocator"
     SCHEDULER = "scheduler"
     SAMPLER = "sampler"

@@ -106,6 +106,11 @@ class RuntimeConfig(_Section):
     attention: str = Field(
         "auto", min_length=1, description="'auto', 'xla', 'pallas', 'triton', or a plugin's."
     )
+    matmul: str = Field(
+        "auto",
+        min_length=1,
+        description="Backend of the weight products: 'auto', 'xla', 'cpu', or a plugin's.",
+    )
     sampler: str = Field("default", min_length=1, description="Sampler plugin name.")
     min_input_pad: int = Field(
         8, ge=1, le=65_536, description="Smallest padded token/sequence bucket."

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         AttentionBackendRegistrar,
         FrontendRegistrar,
         KVCacheAllocatorRegistrar,
+        MatmulBackendRegistrar,
         ModelRegistrar,
         SamplerRegistrar,
         SchedulerRegistrar,
@@ -51,6 +52,23 @@ def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> N
     configuration without importing it.
 
     :param register: an ``AttentionBackendRegistrar``.
+
+    Called once per process when plugins are loaded.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def esurge_register_matmul_backends(register: MatmulBackendRegistrar) -> None:
+    """Register backends for the models' weight products (``esurge_core.matmul``).
+
+    Call ``register(name=..., loader="pkg.module:factory", capabilities=Capabilities.of(...))``
+    once per backend; the factory returns a ``MatmulBackend``, which computes the products it
+    ``handles`` (e.g. a decode step's few rows) and leaves the rest to XLA. Config selects one
+    with ``matmul="name"``; ``auto`` takes the highest ``auto_priority`` for the platform.
+
+    :param register: a ``MatmulBackendRegistrar``.
 
     Called once per process when plugins are loaded.
 

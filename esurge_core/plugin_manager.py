@@ -47,6 +47,7 @@ CORE_DISTRIBUTION = "esurge-core"
 #: Which hook fills which kind of component.
 HOOK_KINDS: dict[str, ComponentKind] = {
     "esurge_register_attention_backends": ComponentKind.ATTENTION_BACKEND,
+    "esurge_register_matmul_backends": ComponentKind.MATMUL_BACKEND,
     "esurge_register_kv_cache_allocators": ComponentKind.KV_CACHE_ALLOCATOR,
     "esurge_register_schedulers": ComponentKind.SCHEDULER,
     "esurge_register_samplers": ComponentKind.SAMPLER,

@@ -62,6 +62,18 @@ class AttentionBackendRegistrar(_Registrar):
         self._add(name, loader, description, capabilities)
 
 
+class MatmulBackendRegistrar(_Registrar):
+    """Registers matmul backends for the models' weight products (selected by ``matmul=``)."""
+
+    kind = ComponentKind.MATMUL_BACKEND
+
+    def __call__(
+        self, *, name: str, loader: str, capabilities: Capabilities, description: str = ""
+    ) -> None:
+        """Register backend ``name``; ``loader`` points at a ``MatmulBackend`` factory."""
+        self._add(name, loader, description, capabilities)
+
+
 class KVCacheAllocatorRegistrar(_Registrar):
     """Registers KV-cache page allocators (selected by ``kv_cache_allocator=``)."""
 
@@ -131,6 +143,7 @@ REGISTRARS: dict[ComponentKind, type[_Registrar]] = {
     cls.kind: cls
     for cls in (
         AttentionBackendRegistrar,
+        MatmulBackendRegistrar,
         KVCacheAllocatorRegistrar,
         SchedulerRegistrar,
         SamplerRegistrar,

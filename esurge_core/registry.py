@@ -34,7 +34,9 @@ FIRST_PARTY_DISTRIBUTIONS: dict[ComponentKind, dict[str, str]] = {
         "xla": "esurge-attention-xla",
         "pallas": "esurge-attention-pallas",
         "triton": "esurge-attention-triton",
+        "cpu": "esurge-attention-cpu",
     },
+    ComponentKind.MATMUL_BACKEND: {"cpu": "esurge-attention-cpu"},
     ComponentKind.SCHEDULER: {"fcfs": "esurge-schedulers", "priority": "esurge-schedulers"},
     ComponentKind.FRONTEND: {"serve": "esurge-server-openai"},
 }

@@ -4,7 +4,9 @@
 
 Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations and KV cache:
 ``param_dtype="bfloat16"``); ``bf16-weights-kv`` (bfloat16 weights and KV cache, float32
-activations); ``bfloat16`` (weights, activations and KV cache in bf16). The
+activations); ``bfloat16`` (weights, activations and KV cache in bf16). A precision may
+be followed by backend choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
+``matmul``), to measure one optimisation against its baseline in the same run. The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -47,9 +49,27 @@ def dtype_options(precision: str) -> dict[str, str]:
     )
 
 
+#: Engine keywords a setting may name after its precision.
+BACKEND_KEYS = ("attention", "matmul")
+
+
+def engine_options(setting: str) -> dict[str, str]:
+    """Engine keywords of ``precision[,key=value...]`` (keys from ``BACKEND_KEYS``)."""
+    precision, *choices = setting.split(",")
+    options = dtype_options(precision)
+    for choice in choices:
+        key, sep, value = choice.partition("=")
+        if key not in BACKEND_KEYS or not sep or not value:
+            raise ValueError(
+                f"backend choice must be KEY=NAME with KEY one of {BACKEND_KEYS}, got {choice!r}"
+            )
+        options[key] = value
+    return options
+
+
 def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:
     """argv and extra environment that start ``esurge serve`` on 127.0.0.1:port."""
-    options = dtype_options(precision)
+    options = engine_options(precision)
     argv = [
         str(Path(sys.executable).with_name("esurge")),
         "serve",
@@ -77,7 +97,7 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
 def _engine(precision: str, **overrides):
     from esurge_core import eSurge
 
-    return eSurge(MODEL, **{**ENGINE, **dtype_options(precision), **overrides})
+    return eSurge(MODEL, **{**ENGINE, **engine_options(precision), **overrides})
 
 
 def _throughput(engine, spec: dict) -> float:
@@ -137,7 +157,7 @@ def offline(workload_file: Path, out: Path) -> dict:
         print(f"{PEER} {name} {precision} {metric}: {value:.2f} {unit}", flush=True)
 
     engine = _engine(precision)
-    attention = engine.attention_backend_name
+    backends = f"attention {engine.attention_backend_name}, matmul {engine.matmul_backend_name}"
     if "W1" in specs:
         add("W1", "output tokens/s", _throughput(engine, specs["W1"]), "tok/s")
     if "W2" in specs:
@@ -155,7 +175,7 @@ def offline(workload_file: Path, out: Path) -> dict:
         "peer": PEER,
         "version": __version__,
         "settings": (
-            f"{dtype_options(precision)}, attention {attention}, " + json.dumps(ENGINE) + ", "
+            f"{engine_options(precision)}, {backends}, " + json.dumps(ENGINE) + ", "
             "prefix caching on (W4 also off), greedy, ignore_eos; warm prompts run first"
         ),
         "rows": rows,

@@ -125,6 +125,13 @@ class eSurge:
         )
         self.attention_backend_name = attention_spec.name
         attention = attention_spec.load()()
+        matmul_spec = registry.select(
+            ComponentKind.MATMUL_BACKEND,
+            _matmul_choice(cfg.runtime.matmul, self.parallel_plan),
+            requirements,
+        )
+        self.matmul_backend_name = matmul_spec.name
+        matmul_backend = matmul_spec.load()()
         kv_cache_dtype = cfg.cache.kv_cache_dtype or cfg.model.dtype
         dtype_bytes = 2 if kv_cache_dtype == "bfloat16" else 4
         self.kv_plan = plan_kv_cache_for_device(
@@ -174,6 +181,7 @@ class eSurge:
             verbose=cfg.runtime.runner_verbose,
             parallel_plan=self.parallel_plan,
             kv_cache_dtype=kv_cache_dtype,
+            matmul_backend=matmul_backend,
         )
         if cfg.runtime.use_aot_forward:
             compiled = self.runner.precompile(progress=True)
@@ -598,6 +606,12 @@ class eSurge:
         raise TypeError(
             f"a prompt is a string or {{'prompt_token_ids': [...]}}; got {type(prompt).__name__}"
         )
+
+
+def _matmul_choice(name: str, parallel_plan: Any) -> str:
+    """``auto`` means ``xla`` under tensor parallelism: XLA partitions its dot over the mesh,
+    while a custom kernel has no partitioning rule and would run on gathered weights."""
+    return "xla" if name == "auto" and parallel_plan is not None else name
 
 
 def _parallel_plan(cfg: EngineConfig, model: Any) -> Any:

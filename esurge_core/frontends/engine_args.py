@@ -42,6 +42,9 @@ def add_engine_arguments(
     group.add_argument("--kv-cache-memory", type=int, default=None, help="bytes (CPU)")
     group.add_argument("--hbm-utilization", type=float, default=None)
     group.add_argument("--attention", default=None, help="attention backend (default: auto)")
+    group.add_argument(
+        "--matmul", default=None, help="backend of the weight products (default: auto)"
+    )
     group.add_argument("--scheduler", default=None, help="scheduling policy (default: fcfs)")
     group.add_argument("--no-prefix-caching", action="store_true")
 
@@ -59,6 +62,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "kv_cache_memory",
         "hbm_utilization",
         "attention",
+        "matmul",
         "scheduler",
     )
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}

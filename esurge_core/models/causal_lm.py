@@ -19,6 +19,7 @@ import numpy as np
 
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.kv_cache.groups import KVCacheGroupSpec
+from esurge_core.matmul.dispatch import matmul
 from esurge_core.models.attention_pattern import LayerAttention, group_layers
 from esurge_core.models.hf_config import architecture_of, config_value, head_dim_of
 from esurge_core.models.paged_attention import AttentionKernels
@@ -121,8 +122,8 @@ class CausalLM(ABC):
         """Store the parameters in ``dtype`` (call before `load_params`).
 
         E.g. bfloat16 weights with float32 activations: every matrix product takes bf16
-        inputs and accumulates in fp32 (``transformer_blocks.matmul``); norms, RoPE, the
-        residual stream and the KV cache stay in the activation dtype.
+        inputs and accumulates in fp32 (``esurge_core.matmul.dispatch.matmul``); norms, RoPE,
+        the residual stream and the KV cache stay in the activation dtype.
         """
         self.param_dtype = canonical_dtype(dtype)
 
@@ -192,17 +193,11 @@ class CausalLM(ABC):
 
     def compute_logits(self, params: dict, hidden_rows: jax.Array) -> jax.Array:
         """Return float32[N, vocab] logits for hidden rows [N, hidden] (float32 accumulation)."""
-        hidden_rows = hidden_rows.astype(self.param_dtype)
         if self.tie_word_embeddings:
-            logits = jnp.einsum(
-                "nd,vd->nv",
-                hidden_rows,
-                params["embed_tokens"],
-                preferred_element_type=jnp.float32,
-            )
+            weight, transpose = params["embed_tokens"], True
         else:
-            logits = jnp.dot(hidden_rows, params["lm_head"], preferred_element_type=jnp.float32)
-        logits = logits.astype(jnp.float32)
+            weight, transpose = params["lm_head"], False
+        logits = matmul(hidden_rows, weight, transpose_w=transpose, out_dtype=jnp.float32)
         if self.final_logit_softcap is not None:
             cap = np.float32(self.final_logit_softcap)
             logits = cap * jnp.tanh(logits / cap)

@@ -3,8 +3,9 @@
 Each block comes as a pair: a function returning its `ParamSpec`s for one layer (Hugging
 Face names under a prefix such as "model.layers.3.self_attn"), and a function computing it
 from the params that those specs load. Linear weights are stored [in, out], so a projection
-is `matmul(x, w)`: the product's inputs are in the weight's dtype and its result in the
-activation's (so bf16 weights with fp32 activations multiply in bf16, accumulating in fp32).
+is `matmul(x, w)` (``esurge_core.matmul.dispatch``): the product's inputs are in the weight's
+dtype and its result in the activation's (so bf16 weights with fp32 activations multiply in
+bf16, accumulating in fp32), computed by the active matmul backend or XLA.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from esurge_core.matmul.dispatch import matmul
 from esurge_core.models.params import ParamPath, ParamSpec, linear_spec
 
 
@@ -74,18 +76,6 @@ def attention_specs(
             ),
         ]
     return specs
-
-
-def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` with inputs in ``w``'s dtype, accumulated and returned in ``x``'s dtype.
-
-    With equal dtypes this is plain ``x @ w``. With bf16 weights and fp32 activations the
-    activations are rounded to bf16 for the product (never the weights widened, which would
-    copy them every step) and the result comes back in fp32.
-    """
-    if x.dtype == w.dtype:
-        return x @ w
-    return jnp.dot(x.astype(w.dtype), w, preferred_element_type=x.dtype)
 
 
 def _linear(x: jax.Array, p: dict, name: str) -> jax.Array:

@@ -26,6 +26,8 @@ import numpy as np
 
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.kv_cache.manager import KVCacheManager
+from esurge_core.matmul.backend import MatmulBackend
+from esurge_core.matmul.dispatch import use_matmul_backend
 from esurge_core.models.causal_lm import CausalLM
 from esurge_core.parallel.tensor_parallel import TensorParallelPlan
 from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
@@ -75,6 +77,8 @@ class ModelRunner:
         eos_token_ids: blocked while a request is below ``min_tokens``.
         parallel_plan: shard weights and KV cache over a device mesh (tensor parallelism).
         kv_cache_dtype: dtype of the KV cache (default: the model's activation dtype).
+        matmul_backend: computes the weight products it handles, told how many rows of the
+            padded step are real (``None``: XLA computes every product).
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class ModelRunner:
         verbose: bool = False,
         parallel_plan: TensorParallelPlan | None = None,
         kv_cache_dtype: str | None = None,
+        matmul_backend: MatmulBackend | None = None,
     ) -> None:
         self.model = model
         if parallel_plan is not None:
@@ -125,10 +130,20 @@ class ModelRunner:
                     inputs.logits_indices.shape[0],
                     inputs.metadata.page_indices[0].shape[1],
                 )
-            hidden, kv_caches = model.forward(
-                params, kv_caches, inputs.input_ids, inputs.positions, inputs.metadata, attention
-            )
-            logits = model.compute_logits(params, jnp.take(hidden, inputs.logits_indices, axis=0))
+            # Real tokens lead the padded batch (cu_q_lens[-1] of them); the rows whose logits
+            # are taken are at most one per real sequence.
+            with use_matmul_backend(matmul_backend, inputs.metadata.cu_q_lens[-1]):
+                hidden, kv_caches = model.forward(
+                    params,
+                    kv_caches,
+                    inputs.input_ids,
+                    inputs.positions,
+                    inputs.metadata,
+                    attention,
+                )
+            rows = jnp.take(hidden, inputs.logits_indices, axis=0)
+            with use_matmul_backend(matmul_backend, inputs.metadata.num_seqs[0]):
+                logits = model.compute_logits(params, rows)
             return kv_caches, sample(logits, batch)
 
         if parallel_plan is None:

@@ -74,7 +74,7 @@ def test_library_is_cached_per_machine_and_reused(tmp_path, monkeypatch):
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ESURGE_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-compiler-here")
-    with pytest.raises(native_build.NativeBuildError, match="needs a C\\+\\+17 compiler"):
+    with pytest.raises(native_build.NativeBuildError, match="need a C\\+\\+20 compiler"):
         native_build.build_library()
     assert not list((tmp_path / "native").iterdir())  # no half-written library left behind
 

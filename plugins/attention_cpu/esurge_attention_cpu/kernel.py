@@ -6,49 +6,33 @@ packed ragged queries, a paged K/V cache with K and V interleaved per kv head, f
 sliding-window / chunked causal attention, optional logit soft cap, fp32 softmax. It differs
 in how the work is done: each (sequence, kv head, block of query tokens) walks its visible
 keys in place in the pages, so K/V are read once, with no gathered copy and no padding to the
-bucket's page count; work items are shared by a persistent pool of
-``$ESURGE_CPU_ATTENTION_THREADS`` threads (default: every CPU).
+bucket's page count; work items are shared by the library's worker pool
+(``$ESURGE_CPU_KERNEL_THREADS`` threads, default: every CPU; ``parallel_for.h``).
 """
 
 from __future__ import annotations
-
-import ctypes
-import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esurge_attention_cpu.native_build import build_library
+from esurge_attention_cpu.ffi_targets import (
+    RAGGED_PAGED_ATTENTION,
+    WRITE_KV_PAGES,
+    register_ffi_targets,
+)
 from esurge_core.attention.input_validation import validate_inputs
 from esurge_core.attention.kv_write import validate_kv_write
 
 __all__ = ["ragged_paged_attention", "register_kernel", "write_kv_pages"]
 
-TARGET_NAME = "esurge_cpu_ragged_paged_attention"
-WRITE_TARGET_NAME = "esurge_cpu_write_kv_pages"
 #: (queries or new K/V dtype, cache dtype) pairs the native code implements.
 SUPPORTED_DTYPES = {("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "bfloat16")}
-_lock = threading.Lock()
-_library: ctypes.CDLL | None = None
 
 
 def register_kernel() -> None:
-    """Build (once per machine) and load the library, and register it as an FFI target."""
-    global _library
-    with _lock:
-        if _library is not None:
-            return
-        library = ctypes.cdll.LoadLibrary(str(build_library()))
-        jax.ffi.register_ffi_target(
-            TARGET_NAME,
-            jax.ffi.pycapsule(library.EsurgeRaggedPagedAttention),
-            platform="cpu",
-        )
-        jax.ffi.register_ffi_target(
-            WRITE_TARGET_NAME, jax.ffi.pycapsule(library.EsurgeWriteKVPages), platform="cpu"
-        )
-        _library = library
+    """Build (once per machine) and load the native library, and register its FFI targets."""
+    register_ffi_targets()
 
 
 def ragged_paged_attention(
@@ -95,7 +79,9 @@ def ragged_paged_attention(
             f"num_q_heads / num_kv_heads <= 32 (got {group}); use the xla backend"
         )
     register_kernel()
-    call = jax.ffi.ffi_call(TARGET_NAME, jax.ShapeDtypeStruct(queries.shape, queries.dtype))
+    call = jax.ffi.ffi_call(
+        RAGGED_PAGED_ATTENTION, jax.ShapeDtypeStruct(queries.shape, queries.dtype)
+    )
     return call(
         queries,
         kv_pages,
@@ -124,7 +110,7 @@ def write_kv_pages(
     _check_dtypes("keys", keys, kv_pages)
     register_kernel()
     call = jax.ffi.ffi_call(
-        WRITE_TARGET_NAME,
+        WRITE_KV_PAGES,
         jax.ShapeDtypeStruct(kv_pages.shape, kv_pages.dtype),
         input_output_aliases={0: 0},
     )

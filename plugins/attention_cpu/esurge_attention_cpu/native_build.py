@@ -1,6 +1,7 @@
-"""Compile the C++ kernel for this machine on first use and cache the shared library.
+"""Compile the C++ kernels for this machine on first use and cache the shared library.
 
-The library is built with the host compiler (``$CXX``, else ``c++``) against the XLA FFI
+One library holds every kernel of the plugin (``SOURCES``, sharing ``parallel_for.h``). It
+is built with the host compiler (``$CXX``, else ``c++``) against the XLA FFI
 headers that ship with jaxlib, with ``-march=native`` so the inner loops use the widest vector
 units of the CPU that runs them. The cache key covers the source, the flags, the jaxlib version
 and the CPU model and flags, so a changed source, jaxlib upgrade or different machine builds a
@@ -17,7 +18,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("ragged_paged_attention.cc")
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "ragged_paged_attention.cc", _HERE / "small_matmul.cc")
+HEADERS = (_HERE / "parallel_for.h",)
 # Not -ffast-math: linking a shared library with it (GCC < 13) pulls in crtfastmath.o, which
 # sets flush-to-zero / denormals-are-zero for the whole process at load time. The flags below
 # allow the same reassociation (vectorised reductions) without touching global FP state.
@@ -29,7 +32,7 @@ FLAGS = (
     "-fassociative-math",
     "-fno-signed-zeros",
     "-freciprocal-math",
-    "-std=c++17",
+    "-std=c++20",
     "-shared",
     "-fPIC",
     "-pthread",
@@ -37,7 +40,7 @@ FLAGS = (
 
 
 class NativeBuildError(RuntimeError):
-    """The C++ kernel could not be compiled (no compiler, or the compiler failed)."""
+    """The C++ kernels could not be compiled (no compiler, or the compiler failed)."""
 
 
 def _cpu_signature() -> str:
@@ -60,11 +63,13 @@ def library_path() -> Path:
     import jaxlib
 
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), jaxlib.__version__.encode()):
-        key.update(part)
+    for path in (*SOURCES, *HEADERS):
+        key.update(path.read_bytes())
+    key.update(" ".join(FLAGS).encode())
+    key.update(jaxlib.__version__.encode())
     key.update(_cpu_signature().encode())
     key.update(os.environ.get("CXX", "c++").encode())
-    return _cache_dir() / f"esurge_ragged_paged_attention-{key.hexdigest()[:16]}.so"
+    return _cache_dir() / f"esurge_cpu_kernels-{key.hexdigest()[:16]}.so"
 
 
 def build_library() -> Path:
@@ -86,7 +91,8 @@ def build_library() -> Path:
         *compiler,
         *FLAGS,
         f"-I{jax.ffi.include_dir()}",
-        str(SOURCE),
+        f"-I{_HERE}",
+        *map(str, SOURCES),
         "-o",
         temporary,
     ]
@@ -95,14 +101,14 @@ def build_library() -> Path:
     except FileNotFoundError as exc:
         os.unlink(temporary)
         raise NativeBuildError(
-            f"the cpu attention backend needs a C++17 compiler to build its kernel, and "
-            f"{compiler[0]!r} was not found; install g++ or clang++ (or set CXX), or choose "
-            "attention_backend='xla'"
+            f"the cpu attention and matmul backends need a C++20 compiler to build their "
+            f"kernels, and {compiler[0]!r} was not found; install g++ or clang++ (or set CXX), "
+            "or choose attention='xla' and matmul='xla'"
         ) from exc
     if result.returncode != 0:
         os.unlink(temporary)
         raise NativeBuildError(
-            f"compiling the cpu attention kernel failed (exit {result.returncode}): "
+            f"compiling the cpu kernels failed (exit {result.returncode}): "
             f"{shlex.join(command)}\n{result.stderr[-4000:]}"
         )
     os.replace(temporary, target)

@@ -1,4 +1,4 @@
-"""Entry point of the native CPU attention backend: declares it without importing the kernel."""
+"""Entry point of the native CPU backends (attention, matmul): declares them, imports no kernel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 
 from esurge_core.capabilities import Capabilities
 from esurge_core.hookspecs import hookimpl
-from esurge_core.registrars import AttentionBackendRegistrar
+from esurge_core.registrars import AttentionBackendRegistrar, MatmulBackendRegistrar
 
 
 def compiler_available() -> bool:
@@ -39,5 +39,28 @@ def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> N
             "ragged paged attention as a C++ kernel through the XLA FFI (CPU)"
             if usable
             else "ragged paged attention in C++ (CPU); no C++ compiler found, so not in 'auto'"
+        ),
+    )
+
+
+@hookimpl
+def esurge_register_matmul_backends(register: MatmulBackendRegistrar) -> None:
+    """Register ``cpu``: decode-sized weight products in C++, preferred by ``auto`` on CPU.
+
+    Like the attention backend, ``auto`` leaves it out where no C++ compiler exists.
+    """
+    usable = compiler_available()
+    register(
+        name="cpu",
+        loader="esurge_attention_cpu.matmul_backend:CPUMatmulBackend",
+        capabilities=Capabilities.of(
+            platforms=["cpu"],
+            dtypes=["float32", "bfloat16"],
+            auto_priority={"cpu": 200} if usable else {},
+        ),
+        description=(
+            "weight products of up to 64 rows (decode) as a C++ kernel through the XLA FFI"
+            if usable
+            else "weight products in C++ (CPU); no C++ compiler found, so not in 'auto'"
         ),
     )

@@ -10,20 +10,16 @@
 // on CPU that costs several times the memory floor. Here each work item (one sequence, one kv
 // head, a block of up to kQueryBlock query tokens) walks its visible keys directly in the
 // pages, a tile at a time, with an online softmax in fp32, so K/V are read once per item.
-// Items are spread over a small persistent thread pool.
+// Items are spread over the library's worker pool (parallel_for.h).
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -67,91 +63,6 @@ inline float ExpNonPositive(float x) {
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return y * scale;
-}
-
-// A fixed pool of workers that run one parallel-for at a time; the caller takes part.
-class ThreadPool {
- public:
-  explicit ThreadPool(int num_threads) {
-    for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { Work(); });
-  }
-  ~ThreadPool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
-
-  // Runs body(i) for i in [0, n); items are claimed one at a time (they differ in cost).
-  void ParallelFor(int64_t n, const std::function<void(int64_t)>& body) {
-    if (n <= 0) return;
-    if (workers_.empty() || n == 1) {
-      for (int64_t i = 0; i < n; ++i) body(i);
-      return;
-    }
-    std::unique_lock<std::mutex> call(call_mu_);  // one parallel-for at a time
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      body_ = &body;
-      total_ = n;
-      next_.store(0);
-      active_ = static_cast<int>(workers_.size());
-      ++generation_;
-    }
-    wake_.notify_all();
-    Drain();
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return active_ == 0; });
-    body_ = nullptr;
-  }
-
- private:
-  void Drain() {
-    for (int64_t i = next_.fetch_add(1); i < total_; i = next_.fetch_add(1)) (*body_)(i);
-  }
-  void Work() {
-    uint64_t seen = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-      }
-      Drain();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (--active_ == 0) done_.notify_one();
-      }
-    }
-  }
-
-  std::vector<std::thread> workers_;
-  std::mutex mu_, call_mu_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int64_t)>* body_ = nullptr;
-  std::atomic<int64_t> next_{0};
-  int64_t total_ = 0;
-  int active_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-};
-
-int DefaultThreads() {
-  if (const char* env = std::getenv("ESURGE_CPU_ATTENTION_THREADS")) {
-    int n = std::atoi(env);
-    if (n >= 1) return n;
-  }
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
-
-ThreadPool& Pool() {
-  static ThreadPool pool(DefaultThreads());
-  return pool;
 }
 
 struct Layout {
@@ -362,7 +273,7 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return a.kv_len - a.q_len + a.q0 > b.kv_len - b.q_len + b.q0;
   });
-  Pool().ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
+  esurge_cpu::ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     AttendItemAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_indices + it.seq * L.pages_per_seq,
                                   out);

@@ -1,0 +1,1 @@
+"""The models' weight products and the pluggable backends that may compute them."""

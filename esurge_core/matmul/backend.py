@@ -1,0 +1,66 @@
+"""The interface every matmul backend plugin implements, and the core's own ``xla`` backend.
+
+A model multiplies activations by its weights through ``esurge_core.matmul.dispatch.matmul``.
+While the model runner traces its step it activates the selected backend, which computes every
+product it ``handles`` and leaves the others to XLA. Its registered loader returns a factory;
+calling it returns an object with the two methods below, both traceable (every keyword
+argument static).
+
+Semantics every backend keeps: ``y = x @ w`` (or ``x @ w.T`` with ``transpose_w``) with the
+product's inputs in ``w``'s dtype (``x`` is rounded to it), sums at least as wide as fp32 when
+``out_dtype`` is fp32, and ``y`` in ``out_dtype``. Only the first ``num_rows`` rows of ``x``
+are real (the rest pad the step to its bucket): their results must be exact to the semantics,
+the others are free (a backend may return zeros there).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+@runtime_checkable
+class MatmulBackend(Protocol):
+    """Computes weight products ``[M, K] x [K, N]`` (or ``[N, K]`` transposed)."""
+
+    name: str
+
+    def handles(
+        self, x: jax.ShapeDtypeStruct, w: jax.ShapeDtypeStruct, *, transpose_w: bool, out_dtype
+    ) -> bool:
+        """Whether this backend computes this product (static shapes and dtypes only)."""
+        ...
+
+    def matmul(
+        self, x: jax.Array, w: jax.Array, num_rows: jax.Array, *, transpose_w: bool, out_dtype
+    ) -> jax.Array:
+        """``x @ w`` (``x @ w.T``) for the first ``num_rows`` (``int32[]``) rows of ``x``."""
+        ...
+
+
+def xla_matmul(
+    x: jax.Array, w: jax.Array, *, transpose_w: bool = False, out_dtype=None
+) -> jax.Array:
+    """The product computed by XLA (what every product falls back to)."""
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    if not transpose_w and x.dtype == w.dtype == out_dtype:
+        return x @ w
+    contract = ((1,), (1 if transpose_w else 0,))
+    return lax.dot_general(
+        x.astype(w.dtype), w, (contract, ((), ())), preferred_element_type=out_dtype
+    ).astype(out_dtype)
+
+
+class XLAMatmulBackend:
+    """Every product through XLA's dot (the default off CPU, and the reference)."""
+
+    name = "xla"
+
+    def handles(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
+        return True
+
+    def matmul(self, x, w, num_rows, *, transpose_w: bool, out_dtype) -> jax.Array:
+        return xla_matmul(x, w, transpose_w=transpose_w, out_dtype=out_dtype)

@@ -1,0 +1,40 @@
+"""Load the plugin's native library once per process and register its XLA FFI targets."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import jax
+
+from esurge_attention_cpu.native_build import build_library
+
+RAGGED_PAGED_ATTENTION = "esurge_cpu_ragged_paged_attention"
+WRITE_KV_PAGES = "esurge_cpu_write_kv_pages"
+SMALL_MATMUL = "esurge_cpu_small_matmul"
+#: FFI target name -> exported handler symbol of the library.
+_HANDLERS = {
+    RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
+    WRITE_KV_PAGES: "EsurgeWriteKVPages",
+    SMALL_MATMUL: "EsurgeSmallMatmul",
+}
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+
+
+def register_ffi_targets() -> None:
+    """Build (once per machine) and load the library, and register every kernel in it.
+
+    Raises:
+        NativeBuildError: the kernels could not be compiled on this machine.
+    """
+    global _library
+    with _lock:
+        if _library is not None:
+            return
+        library = ctypes.cdll.LoadLibrary(str(build_library()))
+        for target, symbol in _HANDLERS.items():
+            jax.ffi.register_ffi_target(
+                target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
+            )
+        _library = library
