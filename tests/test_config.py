@@ -109,10 +109,20 @@ def test_dtype_flags_reach_the_engine_keywords():
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
     args = parser.parse_args(
-        ["--dtype", "float32", "--param-dtype", "bfloat16", "--kv-cache-dtype", "bfloat16"]
+        [
+            "--dtype",
+            "float32",
+            "--param-dtype",
+            "bfloat16",
+            "--kv-cache-dtype",
+            "bfloat16",
+            "--matmul",
+            "xla",
+        ]
     )
     assert engine_kwargs(args) == {
         "dtype": "float32",
         "param_dtype": "bfloat16",
         "kv_cache_dtype": "bfloat16",
+        "matmul": "xla",
     }

@@ -44,6 +44,7 @@ def test_esurge_peer_runs_every_offline_workload_with_exact_lengths(tmp_path):
     }
     assert all(row["value"] > 0 for row in result["rows"])
     assert "'kv_cache_dtype': 'bfloat16'" in result["settings"]
+    assert "matmul cpu" in result["settings"]
     assert json.loads((tmp_path / "out.json").read_text()) == result
 
 
@@ -51,6 +52,19 @@ def test_esurge_peer_rejects_an_unknown_precision_naming_the_choices():
     peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
     with pytest.raises(ValueError, match="float32, bf16-weights, bf16-weights-kv or bfloat16"):
         peer.dtype_options("int4")
+
+
+def test_esurge_peer_setting_may_name_backends_after_the_precision():
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    assert peer.engine_options("bf16-weights,matmul=xla,attention=cpu") == {
+        "dtype": "float32",
+        "param_dtype": "bfloat16",
+        "matmul": "xla",
+        "attention": "cpu",
+    }
+    for bad in ("float32,sampler=x", "float32,matmul", "float32,matmul="):
+        with pytest.raises(ValueError, match="backend choice must be KEY=NAME"):
+            peer.engine_options(bad)
 
 
 def test_report_gives_esurges_best_ratio_to_each_peer():
