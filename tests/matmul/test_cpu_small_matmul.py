@@ -51,6 +51,8 @@ def test_matches_xla_for_every_dtype_combination(rng, transpose_w, x_dtype, w_dt
     ("m", "num_rows", "k", "n"),
     [
         (8, 1, 64, 64),  # one real row of a padded bucket
+        (8, 2, 35, 70),  # two rows (ranges of weight rows), K and N off the vector width
+        (8, 1, 7, 33),  # fewer weight rows than one range per thread
         (8, 5, 100, 70),  # sizes off the vector width: column and K tails
         (16, 13, 33, 7),  # fewer columns than one block
         (64, 64, 48, 96),  # several passes over the rows (8 and 4 per pass)

@@ -23,6 +23,10 @@ class AllHooksPlugin:
         register(name="a", loader="m:A", capabilities=Capabilities.of(platforms=["cpu"]))
 
     @hookimpl
+    def esurge_register_matmul_backends(self, register):
+        register(name="mm", loader="m:M", capabilities=Capabilities.of(platforms=["cpu"]))
+
+    @hookimpl
     def esurge_register_kv_cache_allocators(self, register):
         register(name="k", loader="m:K")
 
@@ -51,6 +55,7 @@ class AllHooksPlugin:
     ("hook", "kind", "name"),
     [
         ("esurge_register_attention_backends", ComponentKind.ATTENTION_BACKEND, "a"),
+        ("esurge_register_matmul_backends", ComponentKind.MATMUL_BACKEND, "mm"),
         ("esurge_register_kv_cache_allocators", ComponentKind.KV_CACHE_ALLOCATOR, "k"),
         ("esurge_register_schedulers", ComponentKind.SCHEDULER, "s"),
         ("esurge_register_samplers", ComponentKind.SAMPLER, "sa"),
