@@ -46,10 +46,6 @@ constexpr int kRowsPerPass = 4;
 // are fastest; for more rows, groups of 4 with up to 8 rows a pass.
 constexpr int kWideGroup = 8, kWideGroupRows = 2;
 constexpr int kNarrowGroup = 4, kNarrowGroupRows = 8;
-// nn with at most kRowSplitMaxRows rows: items are ranges of whole weight rows instead (see
-// RowRangeNN), kRowSplitItemsPerThread per thread.
-constexpr int kRowSplitMaxRows = 2;
-constexpr int kRowSplitItemsPerThread = 2;
 // How many weight rows ahead the nn loop prefetches.
 constexpr int kPrefetchRows = 16;
 
@@ -120,67 +116,6 @@ void BlockNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t n0, TY*
     for (int r = 0; r < R; ++r) {
       for (int v = 0; v < V; ++v) StoreLanes(y + r * N + n0 + v * kLanes, acc[r][v]);
     }
-  }
-}
-
-// For one or two rows: partial[r, :] = sum over weight rows k in [k0, k1) of xr[r, k] * W[k, :].
-// The item streams its rows of W whole and in order, four at a time, the way they lie in
-// memory (column blocks would read each row a piece at a time, a strided pattern that measured
-// slower), and keeps its sums in `partial` (a few KB, in L1); the items' partials are added
-// afterwards.
-template <int R, int kRowsAtOnce, typename TW>
-void AddRowsNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t k, float* partial) {
-  const int64_t n_vec = N - N % kLanes;
-  const TW* row[kRowsAtOnce];
-  float xv[R][kRowsAtOnce];
-  for (int j = 0; j < kRowsAtOnce; ++j) {
-    row[j] = w + (k + j) * N;
-    for (int r = 0; r < R; ++r) xv[r][j] = xr[r * K + k + j];
-  }
-  for (int64_t n = 0; n < n_vec; n += kLanes) {
-    F16x wv[kRowsAtOnce];
-    for (int j = 0; j < kRowsAtOnce; ++j) wv[j] = LoadLanes(row[j] + n);
-    for (int r = 0; r < R; ++r) {
-      F16x acc = LoadLanes(partial + r * N + n);
-      for (int j = 0; j < kRowsAtOnce; ++j) acc += xv[r][j] * wv[j];
-      StoreLanes(partial + r * N + n, acc);
-    }
-  }
-  for (int64_t n = n_vec; n < N; ++n) {
-    for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < kRowsAtOnce; ++j) partial[r * N + n] += xv[r][j] * LoadOne(row[j] + n);
-    }
-  }
-}
-
-template <int R, typename TW>
-void RowRangeNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t k0, int64_t k1,
-                float* partial) {
-  std::memset(partial, 0, sizeof(float) * R * N);
-  int64_t k = k0;
-  for (; k + 4 <= k1; k += 4) AddRowsNN<R, 4>(xr, K, w, N, k, partial);
-  for (; k < k1; ++k) AddRowsNN<R, 1>(xr, K, w, N, k, partial);
-}
-
-template <typename TW, typename TY>
-void RowSplitNN(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t N, TY* y) {
-  const int64_t items = std::min<int64_t>(
-      kRowSplitItemsPerThread * esurge_cpu::Pool().size(), (K + 3) / 4);
-  const int64_t per_item = ((K + items - 1) / items + 3) / 4 * 4;  // whole groups of 4 rows
-  std::vector<float> partials(static_cast<size_t>(items * rows * N));
-  esurge_cpu::ParallelFor(items, [&](int64_t i) {
-    const int64_t k0 = std::min(K, i * per_item), k1 = std::min(K, k0 + per_item);
-    float* partial = partials.data() + i * rows * N;
-    if (rows == 1) {
-      RowRangeNN<1>(xr, K, w, N, k0, k1, partial);
-    } else {
-      RowRangeNN<2>(xr, K, w, N, k0, k1, partial);
-    }
-  });
-  for (int64_t e = 0; e < rows * N; ++e) {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < items; ++i) sum += partials[i * rows * N + e];
-    StoreOne(y + e, sum);
   }
 }
 
@@ -284,11 +219,7 @@ void SmallMatmul(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t 
                  bool transpose_w, TY* y) {
   const int64_t threads = esurge_cpu::Pool().size();
   if (!transpose_w) {
-    if (rows <= kRowSplitMaxRows) {
-      RowSplitNN(xr, rows, K, w, N, y);
-    } else {
-      BlockedNN(xr, rows, K, w, N, y);
-    }
+    BlockedNN(xr, rows, K, w, N, y);
     return;
   }
   const bool wide = rows <= kWideGroupRows;
