@@ -51,7 +51,7 @@ def xla_matmul(
     contract = ((1,), (1 if transpose_w else 0,))
     return lax.dot_general(
         x.astype(w.dtype), w, (contract, ((), ())), preferred_element_type=out_dtype
-    ).astype(out_dtype)
+    )
 
 
 class XLAMatmulBackend:

@@ -107,10 +107,12 @@ class TensorParallelPlan:
         """Place a pytree of host arrays (step inputs) on every device of the mesh."""
         return jax.tree.map(lambda leaf: put_global(leaf, self.replicated), tree)
 
-    def kv_cache_bytes_per_device(self, num_pages: int, page_size: int) -> int:
-        """Bytes of all layers' KV caches held by each device (for page-count sizing)."""
+    def kv_cache_bytes_per_device(self, num_pages: int, page_size: int, dtype: Any = None) -> int:
+        """Bytes of all layers' KV caches held by each device (for page-count sizing), in
+        ``dtype`` (default: the model dtype), as ``init_kv_caches`` allocates them."""
         shape = self.model.kv_cache_shape(num_pages, page_size)
-        total = int(np.prod(shape)) * self.model.dtype.itemsize * self.model.num_layers
+        itemsize = (self.model.dtype if dtype is None else jnp.dtype(dtype)).itemsize
+        total = int(np.prod(shape)) * itemsize * self.model.num_layers
         split = tensor_parallel_size(self.mesh) if self.rules.kv_heads_sharded else 1
         return total // split
 

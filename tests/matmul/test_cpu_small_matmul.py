@@ -135,3 +135,40 @@ def test_dispatch_routes_only_inside_the_context(rng):
     with use_matmul_backend(CPUMatmulBackend(), jnp.int32(1)):
         prefill = np.asarray(matmul(big, w))
     assert prefill[1:].any()  # too many rows for the backend: XLA computed every row
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ESURGE_CPU_KERNEL_THREADS": "1"},
+        {"ESURGE_CPU_KERNEL_THREADS": "3", "ESURGE_CPU_KERNEL_SPIN_US": "0"},
+        {"ESURGE_CPU_KERNEL_THREADS": "zero", "ESURGE_CPU_KERNEL_SPIN_US": "-5"},  # ignored
+    ],
+)
+def test_pool_size_and_spin_settings_keep_the_results(env):
+    """The worker pool is per process, so each setting runs in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import jax.numpy as jnp, numpy as np
+from esurge_attention_cpu.small_matmul import small_matmul
+from esurge_core.matmul.backend import xla_matmul
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.standard_normal((8, 200)), jnp.float32)
+w = jnp.asarray(rng.standard_normal((200, 300)), jnp.bfloat16)
+for rows in (1, 8):
+    got = np.asarray(small_matmul(x, w, jnp.int32(rows)))[:rows]
+    np.testing.assert_allclose(got, np.asarray(xla_matmul(x, w))[:rows], rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

@@ -68,6 +68,19 @@ def test_kv_cache_is_split_on_axis_2_into_whole_kv_head_pairs(layout):
     assert tp2["shard_shape"]["k"] == [64, 16]  # the k projection of that one KV head
 
 
+@pytest.mark.parametrize("tp", ["2", "4"])
+def test_kv_cache_bytes_per_device_follow_the_shard_and_the_cache_dtype(layout, tp):
+    sizes = layout[tp]
+    shard_elements = 1
+    for n in sizes["shard_shape"]["kv_cache"]:
+        shard_elements *= n
+    per_layer_f32 = shard_elements * 4
+    assert sizes["kv_cache_bytes_per_device"]["float32"] == per_layer_f32 * sizes["num_layers"]
+    assert (
+        sizes["kv_cache_bytes_per_device"]["bfloat16"] == per_layer_f32 // 2 * sizes["num_layers"]
+    )
+
+
 def test_kv_cache_and_kv_projections_are_replicated_with_fewer_kv_heads_than_devices(layout):
     tp4 = layout["4"]
     assert tp4["kv_heads_sharded"] is False

@@ -130,7 +130,13 @@ def _inspect(model: CausalLM, tp: int) -> dict:
         for arr in split
         if arr.sharding.shard_shape(arr.shape) != arr.shape or arr is runner.caches[0]
     }
+    pages, page_size = runner.caches[0].shape[:2]
     layout = {
+        "kv_cache_bytes_per_device": {
+            dtype: plan.kv_cache_bytes_per_device(pages, page_size, dtype)
+            for dtype in ("float32", "bfloat16")
+        },
+        "num_layers": model.num_layers,
         "shard_shape": {k: list(a.sharding.shard_shape(a.shape)) for k, a in arrays.items()},
         "full_shape": {k: list(a.shape) for k, a in arrays.items()},
         "shard_devices": {

@@ -4,8 +4,8 @@
 // small fused ops in between, all on the thread that runs the step. A worker that sleeps
 // between calls wakes too late to help (waking takes about as long as a call), and XLA's own
 // intra-op pool showed the same latency (docs/PERFORMANCE.md). So the workers here spin for a
-// short while after each call ($ESURGE_CPU_KERNEL_SPIN_US) before they park, and a call hands work to them
-// through an atomic generation counter, with no system call while they are spinning.
+// short while after each call before they park, and a call hands work to them through an
+// atomic generation counter, with no system call while they are spinning.
 //
 // Size: $ESURGE_CPU_KERNEL_THREADS, else every CPU (the caller is one of them). Spin time:
 // $ESURGE_CPU_KERNEL_SPIN_US microseconds, default kDefaultSpinMicros (0: park at once).

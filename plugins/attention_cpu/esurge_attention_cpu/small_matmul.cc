@@ -3,7 +3,7 @@
 // y[r, :] = x[r, :] @ W for the first `num_rows` rows of x (the real tokens of a padded
 // bucket; later rows of y are zero), with W stored [K, N] ("nn") or [N, K] ("nt", e.g. a tied
 // embedding used as the LM head). The inputs of each product are in W's dtype and the sum is
-// fp32, the semantics of esurge_core.models.matmul: x is rounded to W's dtype (bf16 products
+// fp32, the semantics of esurge_core.matmul: x is rounded to W's dtype (bf16 products
 // are exact in fp32), then multiplied and accumulated in fp32, and y is written in its dtype.
 //
 // Why a native kernel: a decode step multiplies a handful of rows by every weight of the model,
@@ -132,15 +132,25 @@ void TailNN(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t N, in
   }
 }
 
-// The sum of a vector's lanes as a tree of vector adds (a scalar loop over the lanes is a
-// chain of dependent adds, which cost more than a group's products).
+// The sum of a vector's lanes as a tree of vector adds (halves, then quarters, ...); a plain
+// loop over the lanes is a chain of dependent adds that costs more than a group's products.
 inline float SumLanes(F16x v) {
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
   typedef float F8x __attribute__((vector_size(8 * sizeof(float))));
   typedef float F4x __attribute__((vector_size(4 * sizeof(float))));
   const F8x a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const F4x b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  const F4x b =
+      __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
   return (b[0] + b[2]) + (b[1] + b[3]);
+#else  // older GCC: no __builtin_shufflevector; the same tree over an array
+  float lanes[kLanes];
+  std::memcpy(lanes, &v, sizeof lanes);
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+    for (int i = 0; i < width; ++i) lanes[i] += lanes[i + width];
+  }
+  return lanes[0];
+#endif
 }
 
 // y[r, n0 : n0 + G] for R rows, W stored [N, K].

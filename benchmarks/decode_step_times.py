@@ -1,0 +1,72 @@
+"""Median time of the compiled decode step at given batch sizes, for one engine configuration.
+
+    .venv/bin/python benchmarks/decode_step_times.py --matmul cpu --batches 1 4 8 16
+    .venv/bin/python benchmarks/decode_step_times.py --matmul xla --batches 1 4 8 16
+
+SmolLM2-135M-Instruct with bf16 weights and KV cache (fp32 activations), as W1-W4 run it.
+For each batch size: one warm-up generation (compiles the buckets), then a timed one over
+other prompts (128 prompt tokens, 48 output tokens each) in which every call of the compiled
+step is timed to completion; prints the median over the decode steps. Compare backends in
+runs made one after the other on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+
+from esurge_core import SamplingParams, eSurge
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--matmul", default="auto", help="matmul backend (default: auto)")
+    parser.add_argument("--attention", default="auto", help="attention backend (default: auto)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
+    parser.add_argument("--output-len", type=int, default=48)
+    args = parser.parse_args()
+    engine = eSurge(
+        "smollm2-135m-instruct",
+        max_model_len=1024,
+        max_num_seqs=max(64, *args.batches),
+        max_num_batched_tokens=2048,
+        kv_cache_memory=2 << 30,
+        dtype="float32",
+        param_dtype="bfloat16",
+        kv_cache_dtype="bfloat16",
+        matmul=args.matmul,
+        attention=args.attention,
+    )
+    step = engine.runner._step
+    params = SamplingParams(temperature=0, max_tokens=args.output_len, ignore_eos=True)
+    try:
+        for batch in args.batches:
+            prompts = [{"prompt_token_ids": list(range(100 + i, 228 + i))} for i in range(batch)]
+            engine.generate(prompts, params)
+            times: list[float] = []
+
+            def timed(*step_args, times=times):
+                start = time.perf_counter()
+                out = jax.block_until_ready(step(*step_args))
+                times.append(time.perf_counter() - start)
+                return out
+
+            engine.runner._step = timed
+            prompts = [{"prompt_token_ids": list(range(1000 + i, 1128 + i))} for i in range(batch)]
+            engine.generate(prompts, params)
+            engine.runner._step = step
+            decode = times[-(args.output_len - 1) :]  # the steps after the prefill
+            print(
+                f"matmul {engine.matmul_backend_name} batch {batch}: median decode step "
+                f"{statistics.median(decode) * 1e3:.2f} ms",
+                flush=True,
+            )
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()
