@@ -5,8 +5,9 @@
 Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations and KV cache:
 ``param_dtype="bfloat16"``); ``bf16-weights-kv`` (bfloat16 weights and KV cache, float32
 activations); ``bfloat16`` (weights, activations and KV cache in bf16). A precision may
-be followed by backend choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
-``matmul``), to measure one optimisation against its baseline in the same run. The
+be followed by engine choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
+``matmul``, ``max_num_batched_tokens``), to measure one change against its baseline in the
+same run. The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -49,27 +50,32 @@ def dtype_options(precision: str) -> dict[str, str]:
     )
 
 
-#: Engine keywords a setting may name after its precision.
-BACKEND_KEYS = ("attention", "matmul")
+#: Engine keywords a setting may name after its precision, and the type of each value.
+CHOICE_KEYS = {"attention": str, "matmul": str, "max_num_batched_tokens": int}
 
 
-def engine_options(setting: str) -> dict[str, str]:
-    """Engine keywords of ``precision[,key=value...]`` (keys from ``BACKEND_KEYS``)."""
+def engine_options(setting: str) -> dict[str, str | int]:
+    """Engine keywords of ``precision[,key=value...]`` (keys from ``CHOICE_KEYS``)."""
     precision, *choices = setting.split(",")
-    options = dtype_options(precision)
+    options: dict[str, str | int] = dict(dtype_options(precision))
     for choice in choices:
         key, sep, value = choice.partition("=")
-        if key not in BACKEND_KEYS or not sep or not value:
+        if key not in CHOICE_KEYS or not sep or not value:
             raise ValueError(
-                f"backend choice must be KEY=NAME with KEY one of {BACKEND_KEYS}, got {choice!r}"
+                f"engine choice must be KEY=VALUE with KEY one of {sorted(CHOICE_KEYS)}, "
+                f"got {choice!r}"
             )
-        options[key] = value
+        try:
+            options[key] = CHOICE_KEYS[key](value)
+        except ValueError as exc:
+            raise ValueError(f"engine choice {choice!r}: {exc}") from exc
     return options
 
 
 def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:
     """argv and extra environment that start ``esurge serve`` on 127.0.0.1:port."""
     options = engine_options(precision)
+    budget = options.pop("max_num_batched_tokens", ENGINE["max_num_batched_tokens"])
     argv = [
         str(Path(sys.executable).with_name("esurge")),
         "serve",
@@ -83,14 +89,14 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
         "--max-model-len",
         str(ENGINE["max_model_len"]),
         "--max-num-batched-tokens",
-        str(ENGINE["max_num_batched_tokens"]),
+        str(budget),
         "--kv-cache-memory",
         str(ENGINE["kv_cache_memory"]),
         "--log-level",
         "warning",
     ]
     for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", value]
+        argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv, {}
 
 

@@ -63,8 +63,13 @@ def test_esurge_peer_setting_may_name_backends_after_the_precision():
         "attention": "cpu",
     }
     for bad in ("float32,sampler=x", "float32,matmul", "float32,matmul="):
-        with pytest.raises(ValueError, match="backend choice must be KEY=NAME"):
+        with pytest.raises(ValueError, match="engine choice must be KEY=VALUE"):
             peer.engine_options(bad)
+    with pytest.raises(ValueError, match="max_num_batched_tokens=lots"):
+        peer.engine_options("float32,max_num_batched_tokens=lots")
+    argv, _ = peer.server_command("w.json", 8000, "float32,max_num_batched_tokens=512")
+    budget = argv.index("--max-num-batched-tokens") + 1
+    assert argv[budget] == "512" and argv.count("--max-num-batched-tokens") == 1
 
 
 def test_report_gives_esurges_best_ratio_to_each_peer():
