@@ -11,9 +11,10 @@ from esurge_attention_cpu.ffi_targets import register_ffi_targets
 from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
 
 #: Largest padded row count the kernel takes; bigger products stay with XLA. Measured on the
-#: 2-core machine of docs/PERFORMANCE.md (SmolLM2, bf16 weights, whole decode steps): 1 / 4 /
-#: 8 sequences 10.8 / 12.7 / 18.0 ms per step against XLA's 17.7 / 22.6 / 23.7 ms; from 16
-#: rows on XLA's dot is as fast or faster (30 vs 31 ms at 16, 44 vs 52 ms at 32).
+#: 2-core machine of docs/PERFORMANCE.md (SmolLM2, bf16 weights, median decode step,
+#: benchmarks/decode_step_times.py): 1 / 4 / 8 sequences 10.0 / 13.3 / 18.9 ms against XLA's
+#: 17.8 / 22.8 / 24.1 ms; with the limit raised to 32, the kernel lost at 16 and 32 rows
+#: (33.5 vs 30.4 ms, 57.0 vs 43.9 ms).
 DEFAULT_MAX_ROWS = 8
 
 

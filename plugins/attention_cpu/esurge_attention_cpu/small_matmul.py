@@ -3,9 +3,10 @@
 
 ``y = x @ w`` (``x @ w.T`` with ``transpose_w``) for the first ``num_rows`` rows of ``x``, with
 the semantics of ``esurge_core.matmul``: ``x`` rounded to ``w``'s dtype, products summed in
-fp32, ``y`` in ``out_dtype``; rows from ``num_rows`` on are zero. Each thread of the library's
-worker pool (``parallel_for.h``) streams its own blocks of the weights once for all real rows, so a decode step
-costs about one read of the weights, however its bucket is padded.
+fp32, ``y`` in ``out_dtype``; rows from ``num_rows`` on are zero. Each thread of the
+library's worker pool (``parallel_for.h``) streams its own blocks of the weights once for all
+real rows, so a decode step costs about one read of the weights, however its bucket is
+padded.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def small_matmul(
         raise ValueError(f"small_matmul takes matrices; got x {x.shape} and w {w.shape}")
     k_w = w.shape[1] if transpose_w else w.shape[0]
     if x.shape[1] != k_w:
+        layout = "[N, K]" if transpose_w else "[K, N]"
         raise ValueError(
-            f"small_matmul: x has {x.shape[1]} columns but w {'[N, K]' if transpose_w else '[K, N]'}"
-            f" {w.shape} has K = {k_w}"
+            f"small_matmul: x has {x.shape[1]} columns but w {layout} {w.shape} has K = {k_w}"
         )
     for name, dtype in (("x", x.dtype), ("w", w.dtype), ("out_dtype", out_dtype)):
         if jnp.dtype(dtype).name not in SUPPORTED_DTYPES:
