@@ -50,28 +50,28 @@ class _Registrar:
         self._registry.add(spec)
 
 
-class AttentionBackendRegistrar(_Registrar):
-    """Registers ragged paged attention backends (selected by ``attention=`` in config)."""
+class _BackendRegistrar(_Registrar):
+    """A compute backend: registered with the capabilities that decide where it can serve."""
+
+    def __call__(
+        self, *, name: str, loader: str, capabilities: Capabilities, description: str = ""
+    ) -> None:
+        """Register backend ``name``; ``loader`` points at its factory."""
+        self._add(name, loader, description, capabilities)
+
+
+class AttentionBackendRegistrar(_BackendRegistrar):
+    """Registers ragged paged attention backends (selected by ``attention=`` in config); the
+    loader points at an ``AttentionBackend`` factory."""
 
     kind = ComponentKind.ATTENTION_BACKEND
 
-    def __call__(
-        self, *, name: str, loader: str, capabilities: Capabilities, description: str = ""
-    ) -> None:
-        """Register backend ``name``; ``loader`` points at an ``AttentionBackend`` factory."""
-        self._add(name, loader, description, capabilities)
 
-
-class MatmulBackendRegistrar(_Registrar):
-    """Registers matmul backends for the models' weight products (selected by ``matmul=``)."""
+class MatmulBackendRegistrar(_BackendRegistrar):
+    """Registers matmul backends for the models' weight products (selected by ``matmul=``);
+    the loader points at a ``MatmulBackend`` factory."""
 
     kind = ComponentKind.MATMUL_BACKEND
-
-    def __call__(
-        self, *, name: str, loader: str, capabilities: Capabilities, description: str = ""
-    ) -> None:
-        """Register backend ``name``; ``loader`` points at a ``MatmulBackend`` factory."""
-        self._add(name, loader, description, capabilities)
 
 
 class KVCacheAllocatorRegistrar(_Registrar):

@@ -17,6 +17,14 @@ def compiler_available() -> bool:
     return shutil.which(command[0]) is not None
 
 
+def _native_auto_priority_and_description(description: str) -> tuple[dict[str, int], str]:
+    """A backend built from this package's C++ sources is preferred by ``auto`` on CPU where a
+    compiler exists; without one ``auto`` leaves it out, and its description says why."""
+    if compiler_available():
+        return {"cpu": 200}, description
+    return {}, f"{description}; no C++ compiler found, so not in 'auto'"
+
+
 @hookimpl
 def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> None:
     """Register ``cpu``: the fastest backend on CPU, so ``auto`` prefers it there.
@@ -24,7 +32,9 @@ def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> N
     Without a C++ compiler the kernel cannot be built, so ``auto`` leaves it out (and picks
     ``xla``); naming it explicitly then fails with the build error, which says what to install.
     """
-    usable = compiler_available()
+    priority, description = _native_auto_priority_and_description(
+        "ragged paged attention as a C++ kernel through the XLA FFI (CPU)"
+    )
     register(
         name="cpu",
         loader="esurge_attention_cpu.backend:CPUAttentionBackend",
@@ -33,13 +43,9 @@ def esurge_register_attention_backends(register: AttentionBackendRegistrar) -> N
             dtypes=["float32", "bfloat16"],
             patterns=["full", "sliding_window", "chunked"],
             soft_cap=True,
-            auto_priority={"cpu": 200} if usable else {},
+            auto_priority=priority,
         ),
-        description=(
-            "ragged paged attention as a C++ kernel through the XLA FFI (CPU)"
-            if usable
-            else "ragged paged attention in C++ (CPU); no C++ compiler found, so not in 'auto'"
-        ),
+        description=description,
     )
 
 
@@ -49,18 +55,14 @@ def esurge_register_matmul_backends(register: MatmulBackendRegistrar) -> None:
 
     Like the attention backend, ``auto`` leaves it out where no C++ compiler exists.
     """
-    usable = compiler_available()
+    priority, description = _native_auto_priority_and_description(
+        "weight products of up to 8 rows (decode) as a C++ kernel through the XLA FFI (CPU)"
+    )
     register(
         name="cpu",
         loader="esurge_attention_cpu.matmul_backend:CPUMatmulBackend",
         capabilities=Capabilities.of(
-            platforms=["cpu"],
-            dtypes=["float32", "bfloat16"],
-            auto_priority={"cpu": 200} if usable else {},
+            platforms=["cpu"], dtypes=["float32", "bfloat16"], auto_priority=priority
         ),
-        description=(
-            "weight products of up to 64 rows (decode) as a C++ kernel through the XLA FFI"
-            if usable
-            else "weight products in C++ (CPU); no C++ compiler found, so not in 'auto'"
-        ),
+        description=description,
     )

@@ -119,14 +119,17 @@ void BlockNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t n0, TY*
   }
 }
 
-// The columns past the last whole vector (N % kLanes of them), every row, plainly.
+// Output columns [n0, N) for every row, plainly: the tails past the last whole vector (nn) or
+// group (nt). W's element (k, n) is at w[k * k_stride + n * n_stride].
 template <typename TW, typename TY>
-void TailNN(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t N, int64_t n0,
-            TY* y) {
+void TailColumns(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t k_stride,
+                 int64_t n_stride, int64_t N, int64_t n0, TY* y) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t n = n0; n < N; ++n) {
       float sum = 0.0f;
-      for (int64_t k = 0; k < K; ++k) sum += xr[r * K + k] * LoadOne(w + k * N + n);
+      for (int64_t k = 0; k < K; ++k) {
+        sum += xr[r * K + k] * LoadOne(w + k * k_stride + n * n_stride);
+      }
       StoreOne(y + r * N + n, sum);
     }
   }
@@ -176,19 +179,6 @@ void GroupNT(const float* xr, int64_t K, const TW* w, int64_t n0, TY* y, int64_t
   }
 }
 
-// The outputs past the last whole group.
-template <typename TW, typename TY>
-void TailNT(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t N, int64_t n0,
-            TY* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t n = n0; n < N; ++n) {
-      float sum = 0.0f;
-      for (int64_t k = 0; k < K; ++k) sum += xr[r * K + k] * LoadOne(w + n * K + k);
-      StoreOne(y + r * N + n, sum);
-    }
-  }
-}
-
 // Calls fn.template operator()<C>() for the run-time count c in [1, kMax].
 template <int kMax, typename Fn>
 void Dispatch(int64_t c, Fn&& fn) {
@@ -211,7 +201,7 @@ void BlockedNN(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t N,
       1, kMaxBlockVectors);
   const int64_t blocks = (vectors + width - 1) / width;
   esurge_cpu::ParallelFor(blocks + 1, [&](int64_t b) {
-    if (b == blocks) return TailNN(xr, rows, K, w, N, vectors * kLanes, y);
+    if (b == blocks) return TailColumns(xr, rows, K, w, N, 1, N, vectors * kLanes, y);
     const int64_t n0 = b * width * kLanes;
     const int64_t v_count = std::min(width, vectors - b * width);
     for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerPass) {
@@ -239,7 +229,7 @@ void SmallMatmul(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t 
   const int64_t per_item = std::clamp<int64_t>(groups / (8 * threads), 1, 64);
   const int64_t items = (groups + per_item - 1) / per_item;
   esurge_cpu::ParallelFor(items + 1, [&](int64_t item) {
-    if (item == items) return TailNT(xr, rows, K, w, N, groups * group, y);
+    if (item == items) return TailColumns(xr, rows, K, w, 1, K, N, groups * group, y);
     const int64_t end = std::min(groups, (item + 1) * per_item);
     for (int64_t g = item * per_item; g < end; ++g) {
       if (wide) {
@@ -291,7 +281,10 @@ ffi::Error SmallMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Buffer<ffi::
     return ffi::Error::InvalidArgument("small_matmul (cpu): dtypes must be float32 or bfloat16");
   }
   const int64_t rows = std::clamp<int64_t>(num_rows.typed_data()[0], 0, M);
-  std::memset(y->untyped_data(), 0, y->size_bytes());  // rows past num_rows are zero
+  // Rows past num_rows are zero; the kernels write every column of the real rows.
+  const size_t row_bytes = y->size_bytes() / std::max<int64_t>(M, 1);
+  std::memset(static_cast<char*>(y->untyped_data()) + rows * row_bytes, 0,
+              (M - rows) * row_bytes);
   if (rows == 0 || N == 0) return ffi::Error::Success();
   const bool w_bf16 = w.element_type() == ffi::DataType::BF16;
   const std::vector<float> xr = RoundedRows(x, rows, K, w_bf16);
