@@ -5,7 +5,7 @@
 
 SmolLM2-135M-Instruct with bf16 weights and KV cache (fp32 activations), as W1-W4 run it.
 For each batch size: one warm-up generation (compiles the buckets), then a timed one over
-other prompts (128 prompt tokens, 48 output tokens each) in which every call of the compiled
+other prompts (128 prompt tokens, 128 output tokens each, as in W1) in which every call of the compiled
 step is timed to completion; prints the median over the decode steps. Compare backends in
 runs made one after the other on a quiet machine.
 """
@@ -25,8 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--matmul", default="auto", help="matmul backend (default: auto)")
     parser.add_argument("--attention", default="auto", help="attention backend (default: auto)")
+    parser.add_argument("--page-size", type=int, default=16, help="KV page size (default: 16)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
-    parser.add_argument("--output-len", type=int, default=48)
+    parser.add_argument("--output-len", type=int, default=128)
     args = parser.parse_args()
     engine = eSurge(
         "smollm2-135m-instruct",
@@ -34,6 +35,7 @@ def main() -> None:
         max_num_seqs=max(64, *args.batches),
         max_num_batched_tokens=2048,
         kv_cache_memory=2 << 30,
+        page_size=args.page_size,
         dtype="float32",
         param_dtype="bfloat16",
         kv_cache_dtype="bfloat16",
@@ -60,7 +62,7 @@ def main() -> None:
             engine.runner._step = step
             decode = times[-(args.output_len - 1) :]  # the steps after the prefill
             print(
-                f"matmul {engine.matmul_backend_name} batch {batch}: median decode step "
+                f"matmul {engine.matmul_backend_name} page size {args.page_size} batch {batch}: median decode step "
                 f"{statistics.median(decode) * 1e3:.2f} ms",
                 flush=True,
             )

@@ -51,7 +51,12 @@ def dtype_options(precision: str) -> dict[str, str]:
 
 
 #: Engine keywords a setting may name after its precision, and the type of each value.
-CHOICE_KEYS = {"attention": str, "matmul": str, "max_num_batched_tokens": int}
+CHOICE_KEYS = {
+    "attention": str,
+    "matmul": str,
+    "max_num_batched_tokens": int,
+    "page_size": int,
+}
 
 
 def engine_options(setting: str) -> dict[str, str | int]:
