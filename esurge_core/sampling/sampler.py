@@ -97,15 +97,35 @@ def inverse_cdf_sample(logits: jax.Array, uniforms: jax.Array) -> jax.Array:
     return (block * _CDF_BLOCK + offset).astype(jnp.int32)
 
 
+#: Logits per block of the two-stage argmax (a power of two; smaller when the vocabulary is
+#: only divisible by a smaller one, down to ``_MIN_ARGMAX_BLOCK``, else the row is padded).
+_ARGMAX_BLOCK = 512
+_MIN_ARGMAX_BLOCK = 64
+
+
 def first_argmax(logits: jax.Array) -> jax.Array:
     """Index of each row's largest value, the first on ties (as ``jnp.argmax``).
 
-    Written as max, compare, min-index: XLA's CPU ``argmax`` (a variadic reduce) is several
-    times slower on a [B, V] batch (measured 24 ms against 3.6 ms at 64 x 49152).
+    Two stages: the maximum of each block of a few hundred logits, then the first block that
+    holds the row's maximum, then the first index in that block. XLA:CPU runs the long row
+    reductions of the direct forms slowly: at 64 x 49152, ``jnp.argmax`` (a variadic reduce)
+    took 6.8 ms, max / compare / min-index 1.9 ms (8 ms inside a decode step), this 0.33 ms.
+    A row whose maximum is NaN gives index 0.
     """
-    vocab = logits.shape[-1]
-    is_max = logits == jnp.max(logits, axis=-1, keepdims=True)
-    return jnp.min(jnp.where(is_max, jnp.arange(vocab, dtype=jnp.int32), vocab), axis=-1)
+    rows, vocab = logits.shape
+    block = _ARGMAX_BLOCK
+    while vocab % block and block > _MIN_ARGMAX_BLOCK:
+        block //= 2
+    if vocab % block:
+        padded = -(-vocab // block) * block
+        logits = jnp.pad(logits, ((0, 0), (0, padded - vocab)), constant_values=-jnp.inf)
+    blocks = logits.reshape(rows, -1, block)
+    block_max = jnp.max(blocks, axis=-1)
+    row_max = jnp.max(block_max, axis=-1, keepdims=True)
+    first_block = jnp.argmax(block_max == row_max, axis=-1)
+    inner = jnp.take_along_axis(blocks, first_block[:, None, None], axis=1)[:, 0]
+    offset = jnp.argmax(inner == row_max, axis=-1)
+    return (first_block * block + offset).astype(jnp.int32)
 
 
 def _first_above(cdf: jax.Array, target: jax.Array, positive: jax.Array) -> jax.Array:

@@ -108,16 +108,19 @@ def test_bad_operands_are_rejected_with_the_reason(x_shape, w_shape, transpose_w
         small_matmul(x, w, jnp.int32(1), transpose_w=transpose_w)
 
 
-def test_backend_handles_decode_sized_products_only():
+def test_backend_handles_decode_sized_products_of_any_dtype():
     backend = CPUMatmulBackend()
-    w = jax.ShapeDtypeStruct((576, 1536), jnp.bfloat16)
 
-    def handles(rows, dtype="float32"):
+    def handles(rows, dtype="float32", w_dtype=jnp.bfloat16):
         x = jax.ShapeDtypeStruct((rows, 576), dtype)
+        w = jax.ShapeDtypeStruct((576, 1536), w_dtype)
         return backend.handles(x, w, transpose_w=False, out_dtype=jnp.float32)
 
     assert handles(1) and handles(DEFAULT_MAX_ROWS)
-    assert not handles(DEFAULT_MAX_ROWS + 1)
+    assert handles(1, w_dtype=jnp.float32) and handles(DEFAULT_MAX_ROWS, "bfloat16")
+    # More rows: only bf16 weights, through the pair kernel (tests/matmul/
+    # test_cpu_bf16_pair_matmul.py); fp32 weights stay with XLA.
+    assert not handles(DEFAULT_MAX_ROWS + 1, w_dtype=jnp.float32)
     assert not handles(8, "float16")
 
 
@@ -132,9 +135,10 @@ def test_dispatch_routes_only_inside_the_context(rng):
     assert not inside[3:].any()  # the kernel zeroes padding rows; XLA would not
     _assert_close(inside[:3], np.asarray(matmul(x, w))[:3], "float32")
     big = jnp.ones((DEFAULT_MAX_ROWS * 2, 64), jnp.float32)
+    w32 = w.astype(jnp.float32)
     with use_matmul_backend(CPUMatmulBackend(), jnp.int32(1)):
-        prefill = np.asarray(matmul(big, w))
-    assert prefill[1:].any()  # too many rows for the backend: XLA computed every row
+        prefill = np.asarray(matmul(big, w32))
+    assert prefill[1:].any()  # fp32 weights, too many rows: XLA computed every row
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from esurge_core.sampling import SamplingBatch, SamplingParams, SamplingRow, sample
-from esurge_core.sampling.sampler import process_logits
+from esurge_core.sampling.sampler import first_argmax, process_logits
 from esurge_core.sampling.truncation import apply_min_p, apply_top_k_top_p
 
 VOCAB = 300  # > TOP_K_FAST_CAP, so the bisection fallbacks are reachable
@@ -65,6 +65,22 @@ def test_mixed_batch_keeps_greedy_rows_exact_and_samples_the_others():
     out = tokens(logits, batch_of(wide))
     assert out[0::2].tolist() == logits.argmax(-1)[0::2].tolist()
     assert out[1::2].tolist() != logits.argmax(-1)[1::2].tolist()
+
+
+@pytest.mark.parametrize("vocab", [7, 1000, 32000, 49152, 50257, 151936])
+def test_first_argmax_matches_numpy_on_any_vocabulary_size(vocab):
+    # Whole blocks (49152), smaller power-of-two blocks (32000, 151936) and padded rows
+    # (7, 1000, 50257); ties resolve to the first index, as np.argmax does.
+    rng = np.random.default_rng(vocab)
+    logits = rng.standard_normal((6, vocab)).astype(np.float32)
+    logits[1] = 0.0
+    logits[2, vocab // 3] = logits[2, vocab - 1] = 100.0
+    logits[3] = -np.inf
+    logits[3, vocab - 1] = 1.0
+    logits[4] = -np.inf
+    logits[5, vocab - 1] = 50.0
+    got = np.asarray(jax.jit(first_argmax)(jnp.asarray(logits)))
+    assert got.tolist() == logits.argmax(-1).tolist()
 
 
 def test_penalties_match_numpy_reference():

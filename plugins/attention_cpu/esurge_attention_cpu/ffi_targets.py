@@ -12,11 +12,13 @@ from esurge_attention_cpu.native_build import build_library
 RAGGED_PAGED_ATTENTION = "esurge_cpu_ragged_paged_attention"
 WRITE_KV_PAGES = "esurge_cpu_write_kv_pages"
 SMALL_MATMUL = "esurge_cpu_small_matmul"
+BF16_PAIR_MATMUL = "esurge_cpu_bf16_pair_matmul"
 #: FFI target name -> exported handler symbol of the library.
 _HANDLERS = {
     RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
     WRITE_KV_PAGES: "EsurgeWriteKVPages",
     SMALL_MATMUL: "EsurgeSmallMatmul",
+    BF16_PAIR_MATMUL: "EsurgeBf16PairMatmul",
 }
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -38,3 +40,14 @@ def register_ffi_targets() -> None:
                 target, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu"
             )
         _library = library
+
+
+def bf16_pairs_available() -> bool:
+    """Whether the library was built with AVX512-BF16 (``bf16_pair_matmul`` can run here).
+
+    Raises:
+        NativeBuildError: the kernels could not be compiled on this machine.
+    """
+    register_ffi_targets()
+    assert _library is not None
+    return bool(_library.EsurgeBf16PairMatmulAvailable())

@@ -19,7 +19,11 @@ import tempfile
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "ragged_paged_attention.cc", _HERE / "small_matmul.cc")
+SOURCES = (
+    _HERE / "ragged_paged_attention.cc",
+    _HERE / "small_matmul.cc",
+    _HERE / "bf16_pair_matmul.cc",
+)
 HEADERS = (_HERE / "parallel_for.h",)
 # Not -ffast-math: linking a shared library with it (GCC < 13) pulls in crtfastmath.o, which
 # sets flush-to-zero / denormals-are-zero for the whole process at load time. The flags below

@@ -145,6 +145,9 @@ inline WorkerPool& Pool() {
   return pool;
 }
 
+// Threads a ParallelFor runs on (the caller included).
+inline int64_t PoolSize() { return Pool().size(); }
+
 inline void ParallelFor(int64_t n, const std::function<void(int64_t)>& body) {
   Pool().ParallelFor(n, body);
 }

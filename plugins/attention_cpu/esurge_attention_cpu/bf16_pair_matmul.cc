@@ -1,0 +1,377 @@
+// Weight products of many rows with bf16 weights, on CPUs with AVX512-BF16, called from JAX
+// through the XLA FFI.
+//
+// y[r, :] = x[r, :] @ W for the first `num_rows` rows of x (later rows of y are zero), W bf16
+// stored [K, N] ("nn") or [N, K] ("nt", a tied embedding as the LM head); the semantics of
+// esurge_core.matmul: x rounded to bf16, exact bf16 products summed in fp32, y in its dtype.
+//
+// Why a native kernel: at the row counts of batched decode (16-128 rows) XLA:CPU's bf16 dot
+// runs at about 400 GFLOP/s on the 2-core machine of docs/PERFORMANCE.md, half its rate at
+// 2048 rows; its cost there is dominated by re-arranging the weights on every call. The
+// dot-product instruction VDPBF16PS multiplies pairs of bf16 values (k, k + 1) of x and W and
+// adds both products to one fp32 lane, twice the work of an fp32 FMA per instruction, but it
+// wants W's pairs adjacent, which neither stored layout has. Here each work item owns a block
+// of kBlockVectors x 16 output columns, re-arranges that block of W into pair order once in a
+// per-thread buffer (a cost shared by all rows of the item), then runs a register-blocked
+// micro-kernel of up to kRows rows x kBlockVectors vectors of sums over it.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "parallel_for.h"
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define ESURGE_HAS_BF16_PAIRS 1
+#else
+#define ESURGE_HAS_BF16_PAIRS 0
+#endif
+
+namespace ffi = xla::ffi;
+
+extern "C" int EsurgeBf16PairMatmulAvailable() { return ESURGE_HAS_BF16_PAIRS; }
+
+namespace {
+
+#if ESURGE_HAS_BF16_PAIRS
+
+constexpr int kLanes = 16;
+constexpr int kBlockVectors = 4;  // output columns per item: 64 (measured better than 256)
+constexpr int kRows = 6;          // rows per micro-kernel pass: 6 x 4 = 24 accumulators
+// How far ahead (in pairs of weight rows) packing prefetches: only a thread's first item of a
+// product needs it; the rest were prefetched while the previous item was computed.
+constexpr int64_t kPrefetchPairs = 16;
+
+inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7F800000u) == 0x7F800000u) {
+    return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFFu) ? 0x40u : 0u));
+  }
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Packs columns [n0, n0 + width) of W [K, N] (width = 16 * vectors) into pair order: word
+// kp * width + j holds (W[2kp, n0 + j], W[2kp + 1, n0 + j]) (the even k in the low half); an
+// odd K's last pair has a zero high half.
+void PackNN(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int vectors, uint32_t* packed) {
+  const int64_t width = kLanes * vectors;
+  const int64_t pairs = (K + 1) / 2;
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    const uint16_t* even = w + 2 * kp * N + n0;
+    const bool has_odd = 2 * kp + 1 < K;
+    const uint16_t* odd = even + N;
+    uint32_t* dst = packed + kp * width;
+    for (int v = 0; v < vectors; ++v) {
+      const __m512i lo = _mm512_cvtepu16_epi32(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(even + v * kLanes)));
+      __m512i word = lo;
+      if (has_odd) {
+        const __m512i hi = _mm512_cvtepu16_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd + v * kLanes)));
+        word = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+      }
+      _mm512_storeu_si512(dst + v * kLanes, word);
+    }
+  }
+}
+
+// Transposes a 16 x 16 tile of 32-bit words in registers: row c of the result is column c.
+inline void Transpose16x16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + c]: column 4l + c of rows 4i..4i+3 in 128-bit lane l.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // t[c] (c < 4): columns c and 8 + c; t[4 + c]: columns 4 + c and 12 + c; rows 0-7, then
+  // the same for rows 8-15 in t[8 + ...].
+  for (int h = 0; h < 2; ++h) {
+    for (int c = 0; c < 4; ++c) {
+      t[8 * h + c] = _mm512_shuffle_i32x4(u[8 * h + c], u[8 * h + 4 + c], 0x88);
+      t[8 * h + 4 + c] = _mm512_shuffle_i32x4(u[8 * h + c], u[8 * h + 4 + c], 0xdd);
+    }
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
+  }
+}
+
+// The same for W stored [N, K]: the pair (W^T[2kp, n], W^T[2kp + 1, n]) is the 32-bit word kp
+// of row n, so packing is a transpose of 32-bit words, done in 16 x 16 tiles in registers.
+void PackNT(const uint16_t* w, int64_t K, int64_t n0, int vectors, uint32_t* packed) {
+  const int64_t width = kLanes * vectors;
+  const int64_t pairs = (K + 1) / 2;
+  const int64_t full_pairs = K / 2;
+  const int64_t tiled_pairs = full_pairs / kLanes * kLanes;
+  for (int v = 0; v < vectors; ++v) {
+    uint32_t* dst = packed + v * kLanes;
+    const uint16_t* rows = w + (n0 + v * kLanes) * K;
+    for (int64_t kp0 = 0; kp0 < tiled_pairs; kp0 += kLanes) {
+      __m512i tile[16];
+      for (int j = 0; j < kLanes; ++j) tile[j] = _mm512_loadu_si512(rows + j * K + 2 * kp0);
+      Transpose16x16(tile);
+      for (int c = 0; c < kLanes; ++c) _mm512_storeu_si512(dst + (kp0 + c) * width, tile[c]);
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      const uint16_t* row = rows + j * K;
+      for (int64_t kp = tiled_pairs; kp < full_pairs; ++kp) {
+        uint32_t word;
+        std::memcpy(&word, row + 2 * kp, sizeof word);
+        dst[kp * width + j] = word;
+      }
+      if (pairs > full_pairs) dst[full_pairs * width + j] = row[K - 1];
+    }
+  }
+}
+
+// Prefetches the weights of the thread's next item a few cache lines per micro-kernel step,
+// so the memory system fetches them while the cores compute this item (without it a step's
+// products ran at about 60% of their rate with the weights in cache: fetch, then compute).
+class AheadPrefetcher {
+ public:
+  AheadPrefetcher() = default;
+  // `rows` pieces of `row_bytes` bytes, `stride` bytes apart, starting at `first`.
+  AheadPrefetcher(const void* first, int64_t rows, int64_t row_bytes, int64_t stride)
+      : stride_(stride), rows_(rows) {
+    const auto address = reinterpret_cast<uintptr_t>(first);
+    base_ = reinterpret_cast<const char*>(address & ~uintptr_t{63});
+    lines_per_row_ = (static_cast<int64_t>(address & 63) + row_bytes + 63) / 64;
+  }
+  int64_t lines() const { return rows_ * lines_per_row_; }
+  void set_lines_per_step(int64_t n) { per_step_ = n; }
+  inline void Step() {
+    for (int64_t i = 0; i < per_step_ && row_ < rows_; ++i) {
+      __builtin_prefetch(base_ + row_ * stride_ + line_ * 64, 0, 3);
+      if (++line_ == lines_per_row_) {
+        line_ = 0;
+        ++row_;
+      }
+    }
+  }
+
+ private:
+  const char* base_ = nullptr;
+  int64_t stride_ = 0, rows_ = 0, lines_per_row_ = 0, per_step_ = 0;
+  int64_t row_ = 0, line_ = 0;
+};
+
+// Rows [r0, r0 + R) of y, columns [n0, n0 + 16 * V): sums over every pair of K.
+template <int R, int V, typename TY>
+inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uint32_t* packed,
+                        TY* y, int64_t N, int64_t n0, AheadPrefetcher& ahead) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  const uint32_t* xr[R];
+  for (int r = 0; r < R; ++r) xr[r] = xp + (r0 + r) * pairs;
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    ahead.Step();
+    __m512bh wv[V];
+    for (int v = 0; v < V; ++v) {
+      wv[v] = (__m512bh)_mm512_loadu_si512(packed + kp * kLanes * V + v * kLanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[r][kp]));
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xv, wv[v]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    TY* dst = y + (r0 + r) * N + n0;
+    for (int v = 0; v < V; ++v) {
+      if constexpr (sizeof(TY) == 4) {
+        _mm512_storeu_ps(dst + v * kLanes, acc[r][v]);
+      } else {
+        alignas(64) float lanes[kLanes];
+        _mm512_store_ps(lanes, acc[r][v]);
+        for (int i = 0; i < kLanes; ++i) dst[v * kLanes + i] = F32ToBf16(lanes[i]);
+      }
+    }
+  }
+}
+
+template <int V, typename TY>
+void RowsOfBlock(const uint32_t* xp, int64_t pairs, int64_t r_begin, int64_t r_end,
+                 const uint32_t* packed, TY* y, int64_t N, int64_t n0, AheadPrefetcher& ahead) {
+  int64_t r = r_begin;
+  for (; r + kRows <= r_end; r += kRows) {
+    MicroKernel<kRows, V>(xp, pairs, r, packed, y, N, n0, ahead);
+  }
+  switch (r_end - r) {
+    case 5: return MicroKernel<5, V>(xp, pairs, r, packed, y, N, n0, ahead);
+    case 4: return MicroKernel<4, V>(xp, pairs, r, packed, y, N, n0, ahead);
+    case 3: return MicroKernel<3, V>(xp, pairs, r, packed, y, N, n0, ahead);
+    case 2: return MicroKernel<2, V>(xp, pairs, r, packed, y, N, n0, ahead);
+    case 1: return MicroKernel<1, V>(xp, pairs, r, packed, y, N, n0, ahead);
+    default: return;
+  }
+}
+
+// x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
+template <typename TX>
+void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
+  const int64_t pairs = (K + 1) / 2;
+  esurge_cpu::ParallelFor((rows + 15) / 16, [&](int64_t block) {
+    const int64_t end = std::min<int64_t>(rows, (block + 1) * 16);
+    for (int64_t r = block * 16; r < end; ++r) {
+      uint16_t* dst = reinterpret_cast<uint16_t*>(xp + r * pairs);
+      const TX* src = x + r * K;
+      for (int64_t k = 0; k < K; ++k) {
+        if constexpr (sizeof(TX) == 4) {
+          dst[k] = F32ToBf16(src[k]);
+        } else {
+          dst[k] = src[k];
+        }
+      }
+      if (K % 2) dst[K] = 0;
+    }
+  });
+}
+
+template <typename TY>
+void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t* w, int64_t N,
+                    bool transpose_w, TY* y) {
+  const int64_t pairs = (K + 1) / 2;
+  const int64_t vectors_total = N / kLanes;
+  const int64_t blocks = (vectors_total + kBlockVectors - 1) / kBlockVectors;
+  // Enough items to keep every thread busy: split the rows too when there are few column
+  // blocks (each such item packs its block again).
+  const int64_t threads = esurge_cpu::PoolSize();
+  const int64_t row_passes = (rows + kRows - 1) / kRows;
+  const int64_t row_chunks =
+      std::clamp<int64_t>((4 * threads + blocks - 1) / blocks, 1, row_passes);
+  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * kRows;
+  const int64_t items = blocks * row_chunks;
+  struct ItemSpan {
+    int64_t r_begin, r_end, n0;
+    int vectors;
+  };
+  auto span = [&](int64_t item) {
+    const int64_t block = item / row_chunks, chunk = item % row_chunks;
+    const int64_t r_begin = chunk * chunk_rows;
+    return ItemSpan{
+        r_begin, std::min<int64_t>(rows, r_begin + chunk_rows), block * kBlockVectors * kLanes,
+        static_cast<int>(std::min<int64_t>(kBlockVectors, vectors_total - block * kBlockVectors))};
+  };
+  // Items are claimed one at a time (a worker that joins late takes fewer). While computing
+  // item i a thread prefetches item i + threads: with every thread at the same pace, the item
+  // it will claim next.
+  esurge_cpu::ParallelFor(items, [&](int64_t item) {
+    thread_local std::vector<uint32_t> buffer;
+    const size_t need = static_cast<size_t>(pairs * kBlockVectors * kLanes);
+    if (buffer.size() < need) buffer.resize(need);
+    const ItemSpan it = span(item);
+    if (it.r_begin >= it.r_end) return;
+    if (transpose_w) {
+      PackNT(w, K, it.n0, it.vectors, buffer.data());
+    } else {
+      PackNN(w, K, N, it.n0, it.vectors, buffer.data());
+    }
+    AheadPrefetcher ahead;
+    if (item + threads < items) {
+      const ItemSpan next = span(item + threads);
+      const int64_t width = next.vectors * kLanes;
+      ahead = transpose_w ? AheadPrefetcher(w + next.n0 * K, 1, width * K * 2, 0)
+                          : AheadPrefetcher(w + next.n0, K, width * 2, N * 2);
+      const int64_t steps = (it.r_end - it.r_begin + kRows - 1) / kRows * pairs;
+      ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
+    }
+    const uint32_t* packed = buffer.data();
+    switch (it.vectors) {
+      case 4:
+        RowsOfBlock<4>(xp, pairs, it.r_begin, it.r_end, packed, y, N, it.n0, ahead);
+        break;
+      case 3:
+        RowsOfBlock<3>(xp, pairs, it.r_begin, it.r_end, packed, y, N, it.n0, ahead);
+        break;
+      case 2:
+        RowsOfBlock<2>(xp, pairs, it.r_begin, it.r_end, packed, y, N, it.n0, ahead);
+        break;
+      default:
+        RowsOfBlock<1>(xp, pairs, it.r_begin, it.r_end, packed, y, N, it.n0, ahead);
+    }
+  });
+}
+
+#endif  // ESURGE_HAS_BF16_PAIRS
+
+bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::DataType::BF16; }
+
+ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
+                              ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
+                              bool transpose_w) {
+#if !ESURGE_HAS_BF16_PAIRS
+  return ffi::Error::Unimplemented(
+      "bf16_pair_matmul (cpu): this CPU has no AVX512-BF16; use the xla matmul backend");
+#else
+  const auto x_dims = x.dimensions();
+  const auto w_dims = w.dimensions();
+  const auto y_dims = y->dimensions();
+  if (x_dims.size() != 2 || w_dims.size() != 2 || y_dims.size() != 2 ||
+      num_rows.element_count() != 1) {
+    return ffi::Error::InvalidArgument("bf16_pair_matmul (cpu): x, w and y must be matrices");
+  }
+  const int64_t M = x_dims[0], K = x_dims[1];
+  const int64_t N = transpose_w ? w_dims[0] : w_dims[1];
+  if ((transpose_w ? w_dims[1] : w_dims[0]) != K || y_dims[0] != M || y_dims[1] != N) {
+    return ffi::Error::InvalidArgument("bf16_pair_matmul (cpu): shapes do not agree");
+  }
+  if (N % kLanes != 0) {
+    return ffi::Error::InvalidArgument("bf16_pair_matmul (cpu): N must be a multiple of 16, got " +
+                                       std::to_string(N));
+  }
+  if (w.element_type() != ffi::DataType::BF16 || !IsF32OrBf16(x.element_type()) ||
+      !IsF32OrBf16(y->element_type())) {
+    return ffi::Error::InvalidArgument(
+        "bf16_pair_matmul (cpu): w must be bfloat16, x and y float32 or bfloat16");
+  }
+  const int64_t rows = std::clamp<int64_t>(num_rows.typed_data()[0], 0, M);
+  const size_t row_bytes = y->size_bytes() / std::max<int64_t>(M, 1);
+  std::memset(static_cast<char*>(y->untyped_data()) + rows * row_bytes, 0,
+              (M - rows) * row_bytes);
+  if (rows == 0 || N == 0 || K == 0) {
+    std::memset(y->untyped_data(), 0, rows * row_bytes);
+    return ffi::Error::Success();
+  }
+  const int64_t pairs = (K + 1) / 2;
+  thread_local std::vector<uint32_t> x_pairs;
+  if (x_pairs.size() < static_cast<size_t>(rows * pairs)) x_pairs.resize(rows * pairs);
+  if (x.element_type() == ffi::DataType::F32) {
+    PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
+  } else {
+    PackRows(static_cast<const uint16_t*>(x.untyped_data()), rows, K, x_pairs.data());
+  }
+  const auto* wd = static_cast<const uint16_t*>(w.untyped_data());
+  if (y->element_type() == ffi::DataType::F32) {
+    Bf16PairMatmul(x_pairs.data(), rows, K, wd, N, transpose_w,
+                   static_cast<float*>(y->untyped_data()));
+  } else {
+    Bf16PairMatmul(x_pairs.data(), rows, K, wd, N, transpose_w,
+                   static_cast<uint16_t*>(y->untyped_data()));
+  }
+  return ffi::Error::Success();
+#endif
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PairMatmul, Bf16PairMatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("transpose_w"));
