@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from esurge_attention_cpu.bf16_pair_matmul import bf16_pair_matmul
 from esurge_attention_cpu.ffi_targets import bf16_pairs_available
-from esurge_attention_cpu.matmul_backend import DEFAULT_MAX_ROWS, CPUMatmulBackend
+from esurge_attention_cpu.matmul_backend import (
+    DEFAULT_MAX_PAIR_ROWS,
+    DEFAULT_MAX_ROWS,
+    PAIR_REAL_ROWS_FRACTION,
+    CPUMatmulBackend,
+)
 
 from esurge_core.matmul.backend import xla_matmul
 
@@ -118,7 +123,7 @@ def test_bad_operands_are_rejected_with_the_reason(
         bf16_pair_matmul(x, w, jnp.int32(1), transpose_w=transpose_w)
 
 
-def test_backend_takes_many_rows_only_with_bf16_weights_and_whole_vectors():
+def test_backend_takes_batched_decode_rows_only_with_bf16_weights_and_whole_vectors():
     backend = CPUMatmulBackend()
     assert backend.bf16_pairs
 
@@ -128,7 +133,25 @@ def test_backend_takes_many_rows_only_with_bf16_weights_and_whole_vectors():
         w = jax.ShapeDtypeStruct(shape, w_dtype)
         return backend.handles(x, w, transpose_w=transpose_w, out_dtype=jnp.float32)
 
-    assert handles(DEFAULT_MAX_ROWS + 1) and handles(2048) and handles(64, transpose_w=True)
+    assert handles(DEFAULT_MAX_ROWS + 1) and handles(DEFAULT_MAX_PAIR_ROWS)
+    assert handles(64, transpose_w=True)
+    assert handles(2048)  # decided in the step: see the next test
     assert not handles(64, w_dtype=jnp.float32)  # fp32 weights: XLA
     assert not handles(64, n=1000)  # columns not whole vectors: XLA
     assert handles(4, w_dtype=jnp.float32)  # decode-sized: the small-row kernel takes any dtype
+
+
+def test_large_buckets_go_to_the_kernel_only_when_mostly_padding(rng):
+    # Above max_pair_rows XLA's dot is faster per row, but it computes every padded row: the
+    # kernel (which zeroes the padding rows) runs only when few enough rows are real.
+    backend = CPUMatmulBackend()
+    rows = DEFAULT_MAX_PAIR_ROWS * 2
+    x, w = _operands(rng, rows, 64, 48, "float32", False)
+    want = np.asarray(xla_matmul(x, w))
+    step = jax.jit(lambda x, n: backend.matmul(x, w, n, transpose_w=False, out_dtype=jnp.float32))
+    few = int(PAIR_REAL_ROWS_FRACTION * rows) - 10
+    got = np.asarray(step(x, jnp.int32(few)))
+    _assert_close(got[:few], want[:few], "float32")
+    assert not got[few:].any()  # the kernel ran
+    got = np.asarray(step(x, jnp.int32(rows - 1)))
+    _assert_close(got, want, "float32")  # XLA ran: the padding row is computed too

@@ -1,13 +1,14 @@
-// Weight products of many rows with bf16 weights, on CPUs with AVX512-BF16, called from JAX
-// through the XLA FFI.
+// Weight products of batched-decode size (9-128 rows; the Python backend decides) with bf16
+// weights, on CPUs with AVX512-BF16, called from JAX through the XLA FFI.
 //
 // y[r, :] = x[r, :] @ W for the first `num_rows` rows of x (later rows of y are zero), W bf16
 // stored [K, N] ("nn") or [N, K] ("nt", a tied embedding as the LM head); the semantics of
-// esurge_core.matmul: x rounded to bf16, exact bf16 products summed in fp32, y in its dtype.
+// esurge_core.matmul: x rounded to bf16, exact bf16 products summed in fp32, y in its dtype
+// (the instruction used treats denormal inputs and sums as zero, below 1.2e-38).
 //
 // Why a native kernel: at the row counts of batched decode (16-128 rows) XLA:CPU's bf16 dot
-// runs at about 400 GFLOP/s on the 2-core machine of docs/PERFORMANCE.md, half its rate at
-// 2048 rows; its cost there is dominated by re-arranging the weights on every call. The
+// runs at about 350-400 GFLOP/s on the 2-core machine of docs/PERFORMANCE.md, under half its
+// rate at 2048 rows. The
 // dot-product instruction VDPBF16PS multiplies pairs of bf16 values (k, k + 1) of x and W and
 // adds both products to one fp32 lane, twice the work of an fp32 FMA per instruction, but it
 // wants W's pairs adjacent, which neither stored layout has. Here each work item owns a block
@@ -221,6 +222,7 @@ void RowsOfBlock(const uint32_t* xp, int64_t pairs, int64_t r_begin, int64_t r_e
 }
 
 // x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
+// fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16: nearest even, NaN stays NaN).
 template <typename TX>
 void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
   const int64_t pairs = (K + 1) / 2;
@@ -229,12 +231,15 @@ void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
     for (int64_t r = block * 16; r < end; ++r) {
       uint16_t* dst = reinterpret_cast<uint16_t*>(xp + r * pairs);
       const TX* src = x + r * K;
-      for (int64_t k = 0; k < K; ++k) {
-        if constexpr (sizeof(TX) == 4) {
-          dst[k] = F32ToBf16(src[k]);
-        } else {
-          dst[k] = src[k];
+      int64_t k = 0;
+      if constexpr (sizeof(TX) == 4) {
+        for (; k + kLanes <= K; k += kLanes) {
+          const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)rounded);
         }
+        for (; k < K; ++k) dst[k] = F32ToBf16(src[k]);
+      } else {
+        std::memcpy(dst, src, K * sizeof(uint16_t));
       }
       if (K % 2) dst[K] = 0;
     }

@@ -1,5 +1,5 @@
-"""Weight products of many rows with bf16 weights on CPUs with AVX512-BF16: a C++ kernel
-(``bf16_pair_matmul.cc``) called through ``jax.ffi``.
+"""Weight products of batched-decode size with bf16 weights on CPUs with AVX512-BF16: a C++
+kernel (``bf16_pair_matmul.cc``) called through ``jax.ffi``.
 
 ``y = x @ w`` (``x @ w.T`` with ``transpose_w``) for the first ``num_rows`` rows of ``x``,
 ``w`` bfloat16, with the semantics of ``esurge_core.matmul``: ``x`` rounded to bf16, exact

@@ -14,6 +14,7 @@ from esurge_attention_cpu.bf16_pair_matmul import (
 )
 from esurge_attention_cpu.ffi_targets import bf16_pairs_available, register_ffi_targets
 from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
+from esurge_core.matmul.backend import xla_matmul
 
 #: Largest padded row count the kernel takes; bigger products stay with XLA. Measured on the
 #: 2-core machine of docs/PERFORMANCE.md (SmolLM2, bf16 weights, median decode step,
@@ -21,6 +22,16 @@ from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
 #: 17.8 / 22.8 / 24.1 ms; with the limit raised to 32, the kernel lost at 16 and 32 rows
 #: (33.5 vs 30.4 ms, 57.0 vs 43.9 ms).
 DEFAULT_MAX_ROWS = 8
+#: Up to this many padded rows the bf16 pair kernel takes every product it can. Above, it runs
+#: only when at most PAIR_REAL_ROWS_FRACTION of the rows are real (decided in the step with
+#: ``lax.cond``), else XLA's dot. Measured (same machine, 90 bf16 weight matrices of SmolLM2's
+#: MLP shapes streamed from memory, docs/PERFORMANCE.md step 11): 64 rows 34-40 ms against
+#: XLA's 59-66, 128 rows level (61 vs 60), 256 / 1024 rows 7% / 11% slower than XLA (each
+#: item streams every row of x again; XLA blocks large products better). But XLA computes
+#: every padded row and the kernel only the real ones, which wins for a bucket padded by more
+#: than the difference (W4: 1024 real rows of a 2048-row bucket, 720 vs 494 tok/s).
+DEFAULT_MAX_PAIR_ROWS = 128
+PAIR_REAL_ROWS_FRACTION = 0.85
 
 
 @dataclass(frozen=True)
@@ -28,9 +39,10 @@ class CPUMatmulBackend:
     """Weight products through the plugin's kernels where they beat XLA's dot; XLA the rest.
 
     * at most ``max_rows`` (padded) rows: ``small_matmul`` (any mix of float32 / bfloat16);
-    * more rows, bfloat16 weights, N a multiple of 16, on a CPU with AVX512-BF16:
-      ``bf16_pair_matmul`` (measured against XLA's dot on the machine of docs/PERFORMANCE.md,
-      SmolLM2 shapes: 2.1x at 64 rows, 1.2x at 256, 1.07x at 2048);
+    * more rows with bfloat16 weights, N a multiple of 16, on a CPU with AVX512-BF16:
+      ``bf16_pair_matmul`` up to ``max_pair_rows`` padded rows (batched decode), and above
+      when the real rows are at most ``PAIR_REAL_ROWS_FRACTION`` of them (chosen in the step;
+      a full prefill bucket goes to XLA);
     * everything else: XLA.
 
     Creating the backend builds the kernels for this machine if they are not cached yet, so a
@@ -39,6 +51,7 @@ class CPUMatmulBackend:
 
     name: str = "cpu"
     max_rows: int = DEFAULT_MAX_ROWS
+    max_pair_rows: int = DEFAULT_MAX_PAIR_ROWS
     bf16_pairs: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -65,4 +78,15 @@ class CPUMatmulBackend:
     def matmul(self, x, w, num_rows, *, transpose_w: bool, out_dtype) -> jax.Array:
         if x.shape[0] <= self.max_rows:
             return small_matmul(x, w, num_rows, transpose_w=transpose_w, out_dtype=out_dtype)
-        return bf16_pair_matmul(x, w, num_rows, transpose_w=transpose_w, out_dtype=out_dtype)
+
+        def pair(x, w, num_rows):
+            return bf16_pair_matmul(x, w, num_rows, transpose_w=transpose_w, out_dtype=out_dtype)
+
+        if x.shape[0] <= self.max_pair_rows:
+            return pair(x, w, num_rows)
+
+        def xla(x, w, num_rows):
+            return xla_matmul(x, w, transpose_w=transpose_w, out_dtype=out_dtype)
+
+        mostly_padding = num_rows <= int(PAIR_REAL_ROWS_FRACTION * x.shape[0])
+        return jax.lax.cond(mostly_padding, pair, xla, x, w, jnp.asarray(num_rows, jnp.int32))
