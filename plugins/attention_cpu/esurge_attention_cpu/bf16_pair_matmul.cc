@@ -1,5 +1,5 @@
-// Weight products of batched-decode size (9-128 rows; the Python backend decides) with bf16
-// weights, on CPUs with AVX512-BF16, called from JAX through the XLA FFI.
+// Weight products of more than a few rows (batched decode; the Python backend decides which)
+// with bf16 weights, on CPUs with AVX512-BF16, called from JAX through the XLA FFI.
 //
 // y[r, :] = x[r, :] @ W for the first `num_rows` rows of x (later rows of y are zero), W bf16
 // stored [K, N] ("nn") or [N, K] ("nt", a tied embedding as the LM head); the semantics of
