@@ -6,19 +6,23 @@
 SmolLM2-135M-Instruct with bf16 weights and KV cache (fp32 activations), as W1-W4 run it.
 For each batch size: one warm-up generation (compiles the buckets), then a timed one over
 other prompts (128 prompt tokens, 128 output tokens each, as in W1) in which every call of the compiled
-step is timed to completion; prints the median over the decode steps. Compare backends in
-runs made one after the other on a quiet machine.
+step is timed to completion; prints the median time and page faults (minor) over the decode
+steps. Starts with eSurge's malloc settings (``esurge_core.host_malloc``;
+``ESURGE_TUNE_MALLOC=0`` without). Compare backends in runs made one after the other on a
+quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
 import jax
 
 from esurge_core import SamplingParams, eSurge
+from esurge_core.host_malloc import malloc_is_tuned, reexec_with_tuned_malloc
 
 
 def main() -> None:
@@ -29,6 +33,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32, 64])
     parser.add_argument("--output-len", type=int, default=128)
     args = parser.parse_args()
+    reexec_with_tuned_malloc()
     engine = eSurge(
         "smollm2-135m-instruct",
         max_model_len=1024,
@@ -43,17 +48,21 @@ def main() -> None:
         attention=args.attention,
     )
     step = engine.runner._step
+    malloc = "tuned" if malloc_is_tuned() else "default"
     params = SamplingParams(temperature=0, max_tokens=args.output_len, ignore_eos=True)
     try:
         for batch in args.batches:
             prompts = [{"prompt_token_ids": list(range(100 + i, 228 + i))} for i in range(batch)]
             engine.generate(prompts, params)
             times: list[float] = []
+            faults: list[int] = []
 
-            def timed(*step_args, times=times):
+            def timed(*step_args, times=times, faults=faults):
+                faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 out = jax.block_until_ready(step(*step_args))
                 times.append(time.perf_counter() - start)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
                 return out
 
             engine.runner._step = timed
@@ -61,9 +70,11 @@ def main() -> None:
             engine.generate(prompts, params)
             engine.runner._step = step
             decode = times[-(args.output_len - 1) :]  # the steps after the prefill
+            decode_faults = faults[-(args.output_len - 1) :]
             print(
-                f"matmul {engine.matmul_backend_name} page size {args.page_size} batch {batch}: median decode step "
-                f"{statistics.median(decode) * 1e3:.2f} ms",
+                f"matmul {engine.matmul_backend_name} page size {args.page_size} malloc {malloc} "
+                f"batch {batch}: median decode step {statistics.median(decode) * 1e3:.2f} ms, "
+                f"{statistics.median(decode_faults):.0f} page faults",
                 flush=True,
             )
     finally:

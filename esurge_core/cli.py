@@ -15,6 +15,7 @@ from esurge_core.capabilities import Requirements
 from esurge_core.components import ComponentKind
 from esurge_core.errors import ESurgeError
 from esurge_core.frontend import Frontend
+from esurge_core.host_malloc import reexec_with_tuned_malloc
 from esurge_core.plugin_manager import PluginManager, get_plugin_manager
 from esurge_core.version import __version__
 
@@ -102,5 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> int:
+    """The ``esurge`` console script: :func:`main`, started with eSurge's malloc settings.
+
+    Re-executes the command once with the variables of :mod:`esurge_core.host_malloc` set
+    (Linux with glibc; ``ESURGE_TUNE_MALLOC=0`` turns it off), then runs :func:`main`.
+    """
+    reexec_with_tuned_malloc()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console_main())

@@ -6,8 +6,9 @@ Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations
 ``param_dtype="bfloat16"``); ``bf16-weights-kv`` (bfloat16 weights and KV cache, float32
 activations); ``bfloat16`` (weights, activations and KV cache in bf16). A precision may
 be followed by engine choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
-``matmul``, ``max_num_batched_tokens``), to measure one change against its baseline in the
-same run. The
+``matmul``, ``max_num_batched_tokens``, ``page_size``), or the process choice
+``malloc=default`` (start without ``esurge_core.host_malloc``'s settings), to measure one
+change against its baseline in the same run. The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,24 +59,52 @@ CHOICE_KEYS = {
     "max_num_batched_tokens": int,
     "page_size": int,
 }
+#: Process choices a setting may name (not engine keywords), and their allowed values:
+#: ``malloc=default`` starts the engine without eSurge's malloc settings
+#: (``esurge_core.host_malloc``), to measure them against the default ``malloc=tuned``.
+PROCESS_CHOICES = {"malloc": ("tuned", "default")}
+
+
+def _choices(setting: str) -> tuple[str, dict[str, str | int], dict[str, str]]:
+    """``precision[,key=value...]`` split into the precision, engine and process choices."""
+    precision, *choices = setting.split(",")
+    engine: dict[str, str | int] = {}
+    process: dict[str, str] = {}
+    for choice in choices:
+        key, sep, value = choice.partition("=")
+        if key in PROCESS_CHOICES and sep and value in PROCESS_CHOICES[key]:
+            process[key] = value
+            continue
+        if key in PROCESS_CHOICES:
+            raise ValueError(
+                f"process choice {choice!r}: {key} must be one of {list(PROCESS_CHOICES[key])}"
+            )
+        if key not in CHOICE_KEYS or not sep or not value:
+            raise ValueError(
+                f"engine choice must be KEY=VALUE with KEY one of "
+                f"{sorted([*CHOICE_KEYS, *PROCESS_CHOICES])}, got {choice!r}"
+            )
+        try:
+            engine[key] = CHOICE_KEYS[key](value)
+        except ValueError as exc:
+            raise ValueError(f"engine choice {choice!r}: {exc}") from exc
+    return precision, engine, process
 
 
 def engine_options(setting: str) -> dict[str, str | int]:
     """Engine keywords of ``precision[,key=value...]`` (keys from ``CHOICE_KEYS``)."""
-    precision, *choices = setting.split(",")
-    options: dict[str, str | int] = dict(dtype_options(precision))
-    for choice in choices:
-        key, sep, value = choice.partition("=")
-        if key not in CHOICE_KEYS or not sep or not value:
-            raise ValueError(
-                f"engine choice must be KEY=VALUE with KEY one of {sorted(CHOICE_KEYS)}, "
-                f"got {choice!r}"
-            )
-        try:
-            options[key] = CHOICE_KEYS[key](value)
-        except ValueError as exc:
-            raise ValueError(f"engine choice {choice!r}: {exc}") from exc
-    return options
+    precision, engine, _ = _choices(setting)
+    return {**dtype_options(precision), **engine}
+
+
+def process_env(setting: str) -> dict[str, str]:
+    """Environment variables the setting's process choices ask for."""
+    _, _, process = _choices(setting)
+    if process.get("malloc") == "default":
+        from esurge_core.host_malloc import OPT_OUT_VARIABLE
+
+        return {OPT_OUT_VARIABLE: "0"}
+    return {}
 
 
 def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:
@@ -102,7 +132,7 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
     ]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    return argv, {}
+    return argv, process_env(precision)
 
 
 def _engine(precision: str, **overrides):
@@ -167,6 +197,9 @@ def offline(workload_file: Path, out: Path) -> dict:
         )
         print(f"{PEER} {name} {precision} {metric}: {value:.2f} {unit}", flush=True)
 
+    from esurge_core.host_malloc import malloc_is_tuned
+
+    malloc = "tuned" if malloc_is_tuned() else "default"
     engine = _engine(precision)
     backends = f"attention {engine.attention_backend_name}, matmul {engine.matmul_backend_name}"
     if "W1" in specs:
@@ -186,7 +219,9 @@ def offline(workload_file: Path, out: Path) -> dict:
         "peer": PEER,
         "version": __version__,
         "settings": (
-            f"{engine_options(precision)}, {backends}, " + json.dumps(ENGINE) + ", "
+            f"{engine_options(precision)}, {backends}, malloc {malloc}, "
+            + json.dumps(ENGINE)
+            + ", "
             "prefix caching on (W4 also off), greedy, ignore_eos; warm prompts run first"
         ),
         "rows": rows,
@@ -203,6 +238,11 @@ def main() -> None:
     run.add_argument("--workload-file", type=Path, required=True)
     run.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    from esurge_core.host_malloc import reexec_with_tuned_malloc
+
+    precision = json.loads(args.workload_file.read_text()).get("precision", "float32")
+    os.environ.update(process_env(precision))
+    reexec_with_tuned_malloc()
     offline(args.workload_file, args.out)
 
 
