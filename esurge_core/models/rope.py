@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from esurge_core.models.materialize import materialize
 from esurge_core.weights.errors import UnsupportedConfigError
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -104,9 +105,17 @@ def _llama3_frequencies(
 
 
 def rope_angles(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """Return (cos, sin), each float32[T, head_dim // 2], for int32[T] token positions."""
-    angles = positions.astype(jnp.float32)[:, None] * jnp.asarray(inv_freq)[None, :]
-    return jnp.cos(angles), jnp.sin(angles)
+    """Return (cos, sin), each float32[T, head_dim // 2], for int32[T] token positions.
+
+    Evaluated once per step (:func:`~esurge_core.models.materialize.materialize`), not inside
+    every layer's rotation of q and k.
+    """
+
+    def cos_sin(positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        angles = positions.astype(jnp.float32)[:, None] * jnp.asarray(inv_freq)[None, :]
+        return jnp.cos(angles), jnp.sin(angles)
+
+    return materialize(cos_sin, positions, positions)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
