@@ -11,6 +11,14 @@ product's inputs in ``w``'s dtype (``x`` is rounded to it), sums at least as wid
 ``out_dtype`` is fp32, and ``y`` in ``out_dtype``. Only the first ``num_rows`` rows of ``x``
 are real (the rest pad the step to its bucket): their results must be exact to the semantics,
 the others are free (a backend may return zeros there).
+
+A backend may also keep weights in its own layout: it names the layout in ``packed_layout``
+and defines ``pack_weight(w) -> PackedWeight | None``, which the engine calls once per weight
+the model multiplies only through ``matmul`` (``[K, N]`` arrays; see
+``esurge_core.matmul.packed_weight``), storing what it returns in place of the array. Its
+``handles`` then sees the logical shape and dtype, and its ``matmul`` receives the
+``PackedWeight`` (never with ``transpose_w``); products it declines, and every product while
+another backend is active, are computed from ``unpacked()``.
 """
 
 from __future__ import annotations

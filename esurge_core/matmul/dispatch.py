@@ -9,15 +9,17 @@ The activation is a context variable read at trace time, so it costs nothing per
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from esurge_core.matmul.backend import MatmulBackend, xla_matmul
+from esurge_core.matmul.packed_weight import PackedWeight
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +47,24 @@ def use_matmul_backend(backend: MatmulBackend | None, num_rows: jax.Array) -> It
         _active.reset(token)
 
 
-def matmul(x: jax.Array, w: jax.Array, *, transpose_w: bool = False, out_dtype=None) -> jax.Array:
+def matmul(
+    x: jax.Array, w: jax.Array | PackedWeight, *, transpose_w: bool = False, out_dtype=None
+) -> jax.Array:
     """``x @ w`` (``x @ w.T`` with ``transpose_w``) with inputs in ``w``'s dtype, accumulated
     in fp32 where ``out_dtype`` (default: ``x``'s dtype) is fp32, returned in ``out_dtype``.
 
     With equal dtypes this is plain ``x @ w``. With bf16 weights and fp32 activations the
     activations are rounded to bf16 for the product (never the weights widened, which would
-    copy them every step) and the result comes back in fp32.
+    copy them every step) and the result comes back in fp32. ``w`` may be a ``PackedWeight``
+    (a backend's layout; see ``pack_matmul_weights``), never with ``transpose_w``.
     """
     out_dtype = jnp.dtype(out_dtype or x.dtype)
     active = _active.get()
+    if isinstance(w, PackedWeight):
+        if transpose_w:
+            raise ValueError("matmul: a PackedWeight is stored [K, N]; transpose_w is not allowed")
+        if active is None or getattr(active.backend, "packed_layout", None) != w.layout:
+            w = w.unpacked()  # only the backend that packed it reads the layout
     if x.ndim == 2 and active is not None:
         spec_x = jax.ShapeDtypeStruct(x.shape, x.dtype)
         spec_w = jax.ShapeDtypeStruct(w.shape, w.dtype)
@@ -62,4 +72,25 @@ def matmul(x: jax.Array, w: jax.Array, *, transpose_w: bool = False, out_dtype=N
             return active.backend.matmul(
                 x, w, active.num_rows, transpose_w=transpose_w, out_dtype=out_dtype
             )
+    if isinstance(w, PackedWeight):  # its backend declined this product
+        w = w.unpacked()
     return xla_matmul(x, w, transpose_w=transpose_w, out_dtype=out_dtype)
+
+
+def pack_matmul_weights(params: Any, paths: Iterable[tuple], backend: MatmulBackend | None):
+    """``params`` with each weight at ``paths`` replaced by ``backend.pack_weight(weight)``
+    where the backend packs it (``None`` from ``pack_weight``, or a backend without the
+    method: the array stays). The model must multiply those weights only through ``matmul``.
+    """
+    pack = getattr(backend, "pack_weight", None)
+    if pack is None:
+        return params
+    params = jax.tree.map(lambda leaf: leaf, params)  # new containers, the same arrays
+    for path in paths:
+        node = params
+        for key in path[:-1]:
+            node = node[key]
+        packed = pack(node[path[-1]])
+        if packed is not None:
+            node[path[-1]] = packed
+    return params

@@ -24,6 +24,7 @@ from esurge_core.models.attention_pattern import LayerAttention, group_layers
 from esurge_core.models.hf_config import architecture_of, config_value, head_dim_of
 from esurge_core.models.paged_attention import AttentionKernels
 from esurge_core.models.params import (
+    ParamPath,
     ParamSpec,
     linear_spec,
     load_from_specs,
@@ -141,6 +142,10 @@ class CausalLM(ABC):
         if not self.tie_word_embeddings:
             specs.append(linear_spec(("lm_head",), "lm_head.weight", d, v, ("embed", "vocab")))
         return specs
+
+    def matmul_weight_paths(self) -> list[ParamPath]:
+        """Paths of the params the model multiplies only through ``matmul`` ([in, out])."""
+        return [spec.path for spec in self.param_specs() if spec.matmul_weight]
 
     def logical_axes(self) -> dict:
         """Return a pytree parallel to the params whose leaves are logical-axis tuples.

@@ -126,7 +126,14 @@ class Llama4ForCausalLM(CausalLM):
         d, f, e = self.hidden_size, self.intermediate_size, self.num_experts
         experts = f"{prefix}.experts"
         return [
-            linear_spec((*path, "router"), f"{prefix}.router.weight", d, e, ("embed", "experts")),
+            linear_spec(
+                (*path, "router"),
+                f"{prefix}.router.weight",
+                d,
+                e,
+                ("embed", "experts"),
+                matmul_weight=False,  # x @ router, outside the matmul backends
+            ),
             # HF packs [gate | up] on the last axis; split so "mlp" can be sharded.
             ParamSpec(
                 (*path, "expert_gate"),

@@ -49,6 +49,9 @@ class ParamSpec:
         hf_shape: The tensor's shape as the config implies it (checkpoint layout).
         axes: Logical axis names of the parameter (after `convert`), one per dimension.
         convert: Checkpoint layout -> parameter layout (e.g. `transpose`); numpy to numpy.
+        matmul_weight: The model multiplies activations by this [in, out] parameter only
+            through ``esurge_core.matmul.dispatch.matmul``, so a matmul backend may keep it
+            in its own layout (``pack_matmul_weights``).
     """
 
     path: ParamPath
@@ -56,13 +59,25 @@ class ParamSpec:
     hf_shape: tuple[int, ...]
     axes: LogicalAxes
     convert: Callable[[np.ndarray], np.ndarray] = _identity
+    matmul_weight: bool = False
 
 
 def linear_spec(
-    path: ParamPath, hf_name: str, in_features: int, out_features: int, axes: LogicalAxes
+    path: ParamPath,
+    hf_name: str,
+    in_features: int,
+    out_features: int,
+    axes: LogicalAxes,
+    *,
+    matmul_weight: bool = True,
 ) -> ParamSpec:
-    """Spec of a torch `Linear` weight ([out, in] in the checkpoint), stored as [in, out]."""
-    return ParamSpec(path, hf_name, (out_features, in_features), axes, transpose)
+    """Spec of a torch `Linear` weight ([out, in] in the checkpoint), stored as [in, out].
+
+    ``matmul_weight=False`` for a weight the model uses other than through ``matmul``.
+    """
+    return ParamSpec(
+        path, hf_name, (out_features, in_features), axes, transpose, matmul_weight=matmul_weight
+    )
 
 
 def _set_path(tree: dict[str, Any], path: ParamPath, value: Any) -> None:

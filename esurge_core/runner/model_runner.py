@@ -27,7 +27,7 @@ import numpy as np
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.matmul.backend import MatmulBackend
-from esurge_core.matmul.dispatch import use_matmul_backend
+from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
 from esurge_core.models.causal_lm import CausalLM
 from esurge_core.parallel.tensor_parallel import TensorParallelPlan
 from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
@@ -104,6 +104,8 @@ class ModelRunner:
         if parallel_plan is not None:
             params = parallel_plan.shard_params(params)
             attention = parallel_plan.wrap_attention(attention)
+        else:  # a backend may keep weights in its kernels' layout (sharding needs arrays)
+            params = pack_matmul_weights(params, model.matmul_weight_paths(), matmul_backend)
         self.params = params
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size

@@ -13,9 +13,21 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from esurge_attention_cpu.ffi_targets import BF16_PAIR_MATMUL, register_ffi_targets
+from esurge_attention_cpu.ffi_targets import (
+    BF16_PACKED_MATMUL,
+    BF16_PAIR_MATMUL,
+    register_ffi_targets,
+)
 
-__all__ = ["ACTIVATION_DTYPES", "COLUMN_MULTIPLE", "bf16_pair_matmul"]
+__all__ = [
+    "ACTIVATION_DTYPES",
+    "COLUMN_MULTIPLE",
+    "PACKED_BLOCK_COLUMNS",
+    "bf16_packed_matmul",
+    "bf16_pair_matmul",
+    "pack_bf16_weight",
+    "unpack_bf16_weight",
+]
 
 #: Dtypes of x and y the kernel reads and writes (w is always bfloat16).
 ACTIVATION_DTYPES = frozenset({"float32", "bfloat16"})
@@ -70,3 +82,66 @@ def bf16_pair_matmul(
     register_ffi_targets()
     call = jax.ffi.ffi_call(BF16_PAIR_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n), out_dtype))
     return call(x, w, jnp.asarray(num_rows, jnp.int32).reshape(1), transpose_w=transpose_w)
+
+
+#: Output columns per packed block (the kernel's work unit).
+PACKED_BLOCK_COLUMNS = 64
+
+
+def pack_bf16_weight(w: jax.Array, *, transpose_w: bool = False) -> jax.Array:
+    """``w`` (bf16 ``[K, N]``, or ``[N, K]`` with ``transpose_w``) in the packed kernel's layout.
+
+    Returns ``uint32 [ceil(N / 64), ceil(K / 2), 64]``: block ``b``, pair ``p``, column ``j``
+    holds ``(w[2p, 64b + j], w[2p + 1, 64b + j])`` (the even ``k`` in the low half), zeros
+    where ``k`` or the column is past the end.
+    """
+    if jnp.dtype(w.dtype).name != "bfloat16" or w.ndim != 2:
+        raise ValueError(f"pack_bf16_weight takes a bf16 matrix; got {w.dtype} {w.shape}")
+    if transpose_w:
+        w = w.T
+    k, n = w.shape
+    pairs = -(-k // 2)
+    blocks = -(-n // PACKED_BLOCK_COLUMNS)
+    w = jnp.pad(w, ((0, 2 * pairs - k), (0, blocks * PACKED_BLOCK_COLUMNS - n)))
+    w = w.reshape(pairs, 2, blocks, PACKED_BLOCK_COLUMNS).transpose(2, 0, 3, 1)
+    return jax.lax.bitcast_convert_type(w, jnp.uint32)
+
+
+def unpack_bf16_weight(packed: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """The bf16 ``[K, N]`` matrix of ``shape`` that ``pack_bf16_weight`` packed."""
+    k, n = shape
+    blocks, pairs, columns = packed.shape
+    w = jax.lax.bitcast_convert_type(packed, jnp.bfloat16)  # [blocks, pairs, 64, 2]
+    w = w.transpose(1, 3, 0, 2).reshape(2 * pairs, blocks * columns)
+    return w[:k, :n]
+
+
+def bf16_packed_matmul(
+    x: jax.Array, w_packed: jax.Array, num_rows: jax.Array, *, n: int, out_dtype=None
+) -> jax.Array:
+    """``x [M, K] @ w [K, N]`` for ``num_rows`` rows, ``w`` given as ``pack_bf16_weight(w)``.
+
+    The semantics of ``bf16_pair_matmul``; ``n`` is N (a multiple of 16).
+
+    Raises:
+        ValueError: shapes or dtypes the kernel does not take (named in the message).
+    """
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    pairs = -(-x.shape[1] // 2)
+    expected = (-(-n // PACKED_BLOCK_COLUMNS), pairs, PACKED_BLOCK_COLUMNS)
+    if x.ndim != 2 or w_packed.shape != expected or w_packed.dtype != jnp.uint32:
+        raise ValueError(
+            f"bf16_packed_matmul: x {x.shape} and N = {n} need w_packed uint32{expected}, "
+            f"got {w_packed.dtype}{tuple(w_packed.shape)}"
+        )
+    if n % COLUMN_MULTIPLE:
+        raise ValueError(f"bf16_packed_matmul: N must be a multiple of {COLUMN_MULTIPLE}, got {n}")
+    for name, dtype in (("x", x.dtype), ("out_dtype", out_dtype)):
+        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
+            raise ValueError(
+                f"bf16_packed_matmul: {name} dtype {jnp.dtype(dtype).name} is not one of "
+                f"{sorted(ACTIVATION_DTYPES)}"
+            )
+    register_ffi_targets()
+    call = jax.ffi.ffi_call(BF16_PACKED_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n), out_dtype))
+    return call(x, w_packed, jnp.asarray(num_rows, jnp.int32).reshape(1))

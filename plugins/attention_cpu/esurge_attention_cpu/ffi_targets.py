@@ -13,12 +13,14 @@ RAGGED_PAGED_ATTENTION = "esurge_cpu_ragged_paged_attention"
 WRITE_KV_PAGES = "esurge_cpu_write_kv_pages"
 SMALL_MATMUL = "esurge_cpu_small_matmul"
 BF16_PAIR_MATMUL = "esurge_cpu_bf16_pair_matmul"
+BF16_PACKED_MATMUL = "esurge_cpu_bf16_packed_matmul"
 #: FFI target name -> exported handler symbol of the library.
 _HANDLERS = {
     RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
     WRITE_KV_PAGES: "EsurgeWriteKVPages",
     SMALL_MATMUL: "EsurgeSmallMatmul",
     BF16_PAIR_MATMUL: "EsurgeBf16PairMatmul",
+    BF16_PACKED_MATMUL: "EsurgeBf16PackedMatmul",
 }
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None

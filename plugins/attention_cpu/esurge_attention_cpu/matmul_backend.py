@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import jax
@@ -10,11 +11,15 @@ import jax.numpy as jnp
 from esurge_attention_cpu.bf16_pair_matmul import (
     ACTIVATION_DTYPES,
     COLUMN_MULTIPLE,
+    bf16_packed_matmul,
     bf16_pair_matmul,
+    pack_bf16_weight,
+    unpack_bf16_weight,
 )
 from esurge_attention_cpu.ffi_targets import bf16_pairs_available, register_ffi_targets
 from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
 from esurge_core.matmul.backend import xla_matmul
+from esurge_core.matmul.packed_weight import PackedWeight
 
 #: Largest padded row count the kernel takes; bigger products stay with XLA. Measured on the
 #: 2-core machine of docs/PERFORMANCE.md (SmolLM2, bf16 weights, median decode step,
@@ -32,6 +37,10 @@ DEFAULT_MAX_ROWS = 8
 #: than the difference (W4: 1024 real rows of a 2048-row bucket, 720 vs 494 tok/s).
 DEFAULT_MAX_PAIR_ROWS = 128
 PAIR_REAL_ROWS_FRACTION = 0.85
+#: Name of the layout ``pack_weight`` stores (``pack_bf16_weight``'s).
+PACKED_LAYOUT = "bf16_pairs_64"
+#: Set to 0 to keep weights as loaded (the kernels then re-arrange them in every product).
+PACK_WEIGHTS_ENV = "ESURGE_CPU_PACK_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,28 @@ class CPUMatmulBackend:
     """
 
     name: str = "cpu"
+    packed_layout: str = PACKED_LAYOUT
     max_rows: int = DEFAULT_MAX_ROWS
     max_pair_rows: int = DEFAULT_MAX_PAIR_ROWS
+    pack_weights: bool = field(default_factory=lambda: os.environ.get(PACK_WEIGHTS_ENV, "1") != "0")
     bf16_pairs: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         register_ffi_targets()
         object.__setattr__(self, "bf16_pairs", bf16_pairs_available())
+
+    def pack_weight(self, w: jax.Array) -> PackedWeight | None:
+        """``w`` (``[K, N]``) in the packed kernel's layout, where that kernel can take it."""
+        eligible = (
+            self.pack_weights
+            and self.bf16_pairs
+            and w.ndim == 2
+            and jnp.dtype(w.dtype).name == "bfloat16"
+            and w.shape[1] % COLUMN_MULTIPLE == 0
+        )
+        if not eligible:
+            return None
+        return PackedWeight(_pack(w), tuple(w.shape), w.dtype, PACKED_LAYOUT, unpack_bf16_weight)
 
     def handles(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
         if len(x.shape) != 2 or len(w.shape) != 2:
@@ -76,6 +100,8 @@ class CPUMatmulBackend:
         )
 
     def matmul(self, x, w, num_rows, *, transpose_w: bool, out_dtype) -> jax.Array:
+        if isinstance(w, PackedWeight):
+            return self._packed_matmul(x, w, num_rows, out_dtype=out_dtype)
         if x.shape[0] <= self.max_rows:
             return small_matmul(x, w, num_rows, transpose_w=transpose_w, out_dtype=out_dtype)
 
@@ -90,3 +116,21 @@ class CPUMatmulBackend:
 
         mostly_padding = num_rows <= int(PAIR_REAL_ROWS_FRACTION * x.shape[0])
         return jax.lax.cond(mostly_padding, pair, xla, x, w, jnp.asarray(num_rows, jnp.int32))
+
+    def _packed_matmul(self, x, w: PackedWeight, num_rows, *, out_dtype) -> jax.Array:
+        def packed(x, data, num_rows):
+            return bf16_packed_matmul(x, data, num_rows, n=w.shape[1], out_dtype=out_dtype)
+
+        if x.shape[0] <= self.max_pair_rows:
+            return packed(x, w.data, num_rows)
+
+        def xla(x, data, num_rows):
+            return xla_matmul(x, unpack_bf16_weight(data, w.shape), out_dtype=out_dtype)
+
+        mostly_padding = num_rows <= int(PAIR_REAL_ROWS_FRACTION * x.shape[0])
+        return jax.lax.cond(
+            mostly_padding, packed, xla, x, w.data, jnp.asarray(num_rows, jnp.int32)
+        )
+
+
+_pack = jax.jit(pack_bf16_weight)

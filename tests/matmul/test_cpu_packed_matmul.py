@@ -1,0 +1,130 @@
+"""The bf16 pair kernel over weights packed at load, and the ``cpu`` backend's packing."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from esurge_attention_cpu.bf16_pair_matmul import (
+    bf16_packed_matmul,
+    pack_bf16_weight,
+    unpack_bf16_weight,
+)
+from esurge_attention_cpu.ffi_targets import bf16_pairs_available
+from esurge_attention_cpu.matmul_backend import (
+    DEFAULT_MAX_PAIR_ROWS,
+    PAIR_REAL_ROWS_FRACTION,
+    CPUMatmulBackend,
+)
+
+from esurge_core.matmul.backend import xla_matmul
+from esurge_core.matmul.dispatch import matmul, use_matmul_backend
+from esurge_core.matmul.packed_weight import PackedWeight
+
+pytestmark = pytest.mark.skipif(
+    not bf16_pairs_available(), reason="this CPU has no AVX512-BF16 (the kernel is not built)"
+)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def _operands(rng, m, k, n, x_dtype="float32"):
+    x = jnp.asarray(rng.standard_normal((m, k)), x_dtype)
+    w = jnp.asarray(rng.standard_normal((k, n)) * 0.1, jnp.bfloat16)
+    return x, w
+
+
+def _assert_close(got, want, out_dtype="float32"):
+    tol = 1e-4 if out_dtype == "float32" else 1e-2
+    np.testing.assert_allclose(
+        np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol
+    )
+
+
+@pytest.mark.parametrize(("k", "n"), [(64, 64), (35, 80), (577, 48), (8, 16)])
+def test_packing_round_trips_and_has_the_documented_layout(rng, k, n):
+    _, w = _operands(rng, 1, k, n)
+    packed = pack_bf16_weight(w)
+    assert packed.dtype == jnp.uint32 and packed.shape == (-(-n // 64), -(-k // 2), 64)
+    np.testing.assert_array_equal(unpack_bf16_weight(packed, (k, n)), w)
+    words = np.asarray(packed)
+    bits = np.asarray(w).view(np.uint16)
+    assert int(words[0, 0, 1]) == int(bits[0, 1]) | (int(bits[1, 1]) << 16)  # even k: low half
+    np.testing.assert_array_equal(pack_bf16_weight(w.T, transpose_w=True), packed)
+
+
+@pytest.mark.parametrize("x_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    ("m", "num_rows", "k", "n"),
+    [
+        (1, 1, 576, 192),  # single-request decode: column items narrower than a block
+        (8, 5, 576, 1536),
+        (64, 64, 576, 192),  # SmolLM2's k/v projection at a decode batch of 64
+        (64, 50, 577, 48),  # odd K, one partial block, padding rows
+        (100, 77, 600, 1008),  # a partial last block, row-pass tails
+        (512, 300, 64, 128),  # row panels of 96 rows
+    ],
+)
+def test_real_rows_match_xla_and_padding_rows_are_zero(rng, x_dtype, out_dtype, m, num_rows, k, n):
+    x, w = _operands(rng, m, k, n, x_dtype)
+    got = bf16_packed_matmul(x, pack_bf16_weight(w), jnp.int32(num_rows), n=n, out_dtype=out_dtype)
+    assert got.shape == (m, n) and got.dtype == jnp.dtype(out_dtype)
+    want = xla_matmul(x, w, out_dtype=out_dtype)
+    _assert_close(np.asarray(got)[:num_rows], np.asarray(want)[:num_rows], out_dtype)
+    assert not np.asarray(got, np.float32)[num_rows:].any()
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "packed_shape", "n", "x_dtype", "message"),
+    [
+        ((4, 64), (1, 31, 64), 64, "float32", r"need w_packed uint32\(1, 32, 64\)"),
+        ((4, 64), (2, 32, 64), 64, "float32", r"need w_packed uint32\(1, 32, 64\)"),
+        ((4, 64), (1, 32, 64), 40, "float32", "multiple of 16, got 40"),
+        ((4, 64), (1, 32, 64), 64, "float16", "float16 is not one of"),
+    ],
+)
+def test_bad_operands_are_rejected_with_the_reason(x_shape, packed_shape, n, x_dtype, message):
+    x = jnp.zeros(x_shape, x_dtype)
+    with pytest.raises(ValueError, match=message):
+        bf16_packed_matmul(x, jnp.zeros(packed_shape, jnp.uint32), jnp.int32(1), n=n)
+
+
+def test_backend_packs_bf16_weights_of_whole_vectors_only(rng):
+    backend = CPUMatmulBackend()
+    packed = backend.pack_weight(_operands(rng, 1, 96, 80)[1])
+    assert isinstance(packed, PackedWeight) and packed.layout == backend.packed_layout
+    assert packed.shape == (96, 80) and packed.dtype == jnp.bfloat16
+    assert backend.pack_weight(jnp.zeros((96, 80), jnp.float32)) is None
+    assert backend.pack_weight(jnp.zeros((96, 1000), jnp.bfloat16)) is None
+    assert CPUMatmulBackend(pack_weights=False).pack_weight(_operands(rng, 1, 96, 80)[1]) is None
+
+
+@pytest.mark.parametrize("rows", [3, 24, DEFAULT_MAX_PAIR_ROWS])
+def test_backend_computes_packed_products_of_every_decode_size(rng, rows):
+    backend = CPUMatmulBackend()
+    x, w = _operands(rng, rows, 96, 80)
+    packed = backend.pack_weight(w)
+    with use_matmul_backend(backend, jnp.int32(rows)):
+        got = jax.jit(lambda x, p: matmul(x, p))(x, packed)
+    _assert_close(got, xla_matmul(x, w))
+
+
+def test_large_buckets_of_packed_weights_go_to_xla_unless_mostly_padding(rng):
+    backend = CPUMatmulBackend()
+    rows = DEFAULT_MAX_PAIR_ROWS * 2
+    x, w = _operands(rng, rows, 64, 48)
+    packed = backend.pack_weight(w)
+    want = np.asarray(xla_matmul(x, w))
+    step = jax.jit(
+        lambda x, p, n: backend.matmul(x, p, n, transpose_w=False, out_dtype=jnp.float32)
+    )
+    few = int(PAIR_REAL_ROWS_FRACTION * rows) - 10
+    got = np.asarray(step(x, packed, jnp.int32(few)))
+    _assert_close(got[:few], want[:few])
+    assert not got[few:].any()  # the kernel ran
+    _assert_close(step(x, packed, jnp.int32(rows - 1)), want)  # XLA ran, from unpacked()
