@@ -7,8 +7,9 @@ Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations
 activations); ``bfloat16`` (weights, activations and KV cache in bf16). A precision may
 be followed by engine choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
 ``matmul``, ``max_num_batched_tokens``, ``page_size``), or the process choice
-``malloc=default`` (start without ``esurge_core.host_malloc``'s settings), to measure one
-change against its baseline in the same run. The
+``malloc=default`` (start without ``esurge_core.host_malloc``'s settings) or ``pack=off``
+(the ``cpu`` matmul backend keeps the weights as loaded), to measure one change against its
+baseline in the same run. The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -61,8 +62,10 @@ CHOICE_KEYS = {
 }
 #: Process choices a setting may name (not engine keywords), and their allowed values:
 #: ``malloc=default`` starts the engine without eSurge's malloc settings
-#: (``esurge_core.host_malloc``), to measure them against the default ``malloc=tuned``.
-PROCESS_CHOICES = {"malloc": ("tuned", "default")}
+#: (``esurge_core.host_malloc``), to measure them against the default ``malloc=tuned``;
+#: ``pack=off`` sets ``ESURGE_CPU_PACK_WEIGHTS=0`` (weights not packed at load).
+PACK_WEIGHTS_VARIABLE = "ESURGE_CPU_PACK_WEIGHTS"
+PROCESS_CHOICES = {"malloc": ("tuned", "default"), "pack": ("on", "off")}
 
 
 def _choices(setting: str) -> tuple[str, dict[str, str | int], dict[str, str]]:
@@ -100,11 +103,14 @@ def engine_options(setting: str) -> dict[str, str | int]:
 def process_env(setting: str) -> dict[str, str]:
     """Environment variables the setting's process choices ask for."""
     _, _, process = _choices(setting)
+    env = {}
     if process.get("malloc") == "default":
         from esurge_core.host_malloc import OPT_OUT_VARIABLE
 
-        return {OPT_OUT_VARIABLE: "0"}
-    return {}
+        env[OPT_OUT_VARIABLE] = "0"
+    if process.get("pack") == "off":
+        env[PACK_WEIGHTS_VARIABLE] = "0"
+    return env
 
 
 def server_command(workload_file: str, port: int, precision: str) -> tuple[list[str], dict]:
@@ -200,6 +206,7 @@ def offline(workload_file: Path, out: Path) -> dict:
     from esurge_core.host_malloc import malloc_is_tuned
 
     malloc = "tuned" if malloc_is_tuned() else "default"
+    packing = "off" if os.environ.get(PACK_WEIGHTS_VARIABLE) == "0" else "on"
     engine = _engine(precision)
     backends = f"attention {engine.attention_backend_name}, matmul {engine.matmul_backend_name}"
     if "W1" in specs:
@@ -220,8 +227,7 @@ def offline(workload_file: Path, out: Path) -> dict:
         "version": __version__,
         "settings": (
             f"{engine_options(precision)}, {backends}, malloc {malloc}, "
-            + json.dumps(ENGINE)
-            + ", "
+            f"weight packing {packing}, " + json.dumps(ENGINE) + ", "
             "prefix caching on (W4 also off), greedy, ignore_eos; warm prompts run first"
         ),
         "rows": rows,

@@ -72,6 +72,16 @@ def test_esurge_peer_setting_may_name_backends_after_the_precision():
     assert argv[budget] == "512" and argv.count("--max-num-batched-tokens") == 1
 
 
+def test_esurge_peer_process_choices_become_environment_variables():
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    assert peer.process_env("bf16-weights-kv") == {}
+    env = peer.process_env("bf16-weights-kv,malloc=default,pack=off")
+    assert env == {"ESURGE_TUNE_MALLOC": "0", "ESURGE_CPU_PACK_WEIGHTS": "0"}
+    assert peer.engine_options("bf16-weights-kv,pack=off") == peer.engine_options("bf16-weights-kv")
+    with pytest.raises(ValueError, match=r"pack must be one of \['on', 'off'\]"):
+        peer.process_env("float32,pack=maybe")
+
+
 def test_report_gives_esurges_best_ratio_to_each_peer():
     driver = _module(BENCHMARKS / "compare_peers.py")
     row = {"workload": "W1", "metric": "output tokens/s", "unit": "tok/s", "precision": "x"}
