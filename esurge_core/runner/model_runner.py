@@ -8,7 +8,8 @@ Per step the runner
 2. builds the sampling batch of the rows that sample (those whose chunk reaches the end of
    what the request knows);
 3. calls one jitted function, forward + logits of the sampling rows + sampler, with the KV
-   caches donated, so the cache is updated in place;
+   caches donated, so the cache is updated in place, and the step's inputs sent as one
+   buffer per dtype (``host_inputs``);
 4. copies back only the sampled token ids (and log-probabilities when a row asked for them).
 
 Sampling rows come first in ``logits_indices``, so the sampler's batch rows line up with them.
@@ -31,6 +32,7 @@ from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
 from esurge_core.models.causal_lm import CausalLM
 from esurge_core.parallel.tensor_parallel import TensorParallelPlan
 from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
+from esurge_core.runner.host_inputs import HostLayout, pack_host_arrays, unpack_host_arrays
 from esurge_core.sampling.batch import SamplingBatch, SamplingRow
 from esurge_core.sampling.sampler import SamplerOutput
 from esurge_core.scheduling.scheduler import ScheduledChunk
@@ -123,7 +125,8 @@ class ModelRunner:
         )
         self.num_compilations = 0
 
-        def step(params, kv_caches, inputs: StepInputs, batch: SamplingBatch):
+        def step(params, kv_caches, host_buffers, host_layout: HostLayout):
+            inputs, batch = unpack_host_arrays(host_layout, host_buffers)
             self.num_compilations += 1  # runs once per trace, i.e. per compiled shape
             if self.verbose:
                 logger.info(
@@ -149,7 +152,7 @@ class ModelRunner:
             return kv_caches, sample(logits, batch)
 
         if parallel_plan is None:
-            self._step = jax.jit(step, donate_argnums=(1,))
+            self._step = jax.jit(step, static_argnums=(3,), donate_argnums=(1,))
         else:  # explicit shardings: weights and KV heads split, step inputs replicated
             plan = parallel_plan
             self._step = jax.jit(
@@ -158,9 +161,9 @@ class ModelRunner:
                     plan.param_shardings,
                     plan.kv_cache_shardings,
                     plan.replicated,
-                    plan.replicated,
                 ),
                 out_shardings=(plan.kv_cache_shardings, plan.replicated),
+                static_argnums=(3,),
                 donate_argnums=(1,),
             )
 
@@ -273,16 +276,22 @@ class ModelRunner:
                 logits_indices=np.zeros(s_pad, np.int32),
             )
             batch = SamplingBatch.from_requests([], s_pad, eos_token_ids=self.eos_token_ids)
-            self.kv_caches, out = self._step(self.params, self.kv_caches, inputs, batch)
+            out = self._run(inputs, batch)
             out.token_ids.block_until_ready()
         return self.num_compilations - before
 
     # ------------------------------------------------------------------ execution
 
+    def _run(self, inputs: StepInputs, batch: SamplingBatch) -> SamplerOutput:
+        """Call the compiled step (inputs in one transfer per dtype); keeps the new caches."""
+        layout, buffers = pack_host_arrays((inputs, batch))
+        self.kv_caches, out = self._step(self.params, self.kv_caches, buffers, layout)
+        return out
+
     def execute(self, chunks: Sequence[ScheduledChunk]) -> StepResult:
         """Run one step and return the sampled tokens of the rows that sample."""
         inputs, batch, sampled = self.prepare(chunks)
-        self.kv_caches, out = self._step(self.params, self.kv_caches, inputs, batch)
+        out = self._run(inputs, batch)
         n = len(sampled)
         token_ids = np.asarray(out.token_ids)[:n]
         result = StepResult(sampled, token_ids)
