@@ -302,19 +302,6 @@ def main() -> None:
     print(markdown(results))
 
 
-def report(started: str, results: list[dict]) -> dict:
-    return {
-        "date": started,
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs ({_cpu_model()}), "
-        f"{platform.platform()}",
-        "results": results,
-    }
-
-
-if __name__ == "__main__":
-    main()
-
-
 def _cpu_model() -> str:
     """The CPU's name, family and model (a VM may report only "AMD EPYC"; the family and model
     number tell the generation apart, e.g. family 25 Zen 3/4, family 26 Zen 5)."""
@@ -329,3 +316,16 @@ def _cpu_model() -> str:
         f"{fields.get('model name', 'unknown CPU')}, family {fields.get('cpu family', '?')} "
         f"model {fields.get('model', '?')}"
     )
+
+
+def report(started: str, results: list[dict]) -> dict:
+    return {
+        "date": started,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"{platform.platform()}",
+        "results": results,
+    }
+
+
+if __name__ == "__main__":
+    main()
