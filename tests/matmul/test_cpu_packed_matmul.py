@@ -1,4 +1,5 @@
-"""The bf16 pair kernel over weights packed at load, and the ``cpu`` backend's packing."""
+"""The bf16 kernel over weights packed at load (built on every CPU: the dot-product variant with
+AVX512-BF16, the portable one elsewhere), and the ``cpu`` backend's packing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from esurge_attention_cpu.bf16_pair_matmul import (
     pack_bf16_weight,
     unpack_bf16_weight,
 )
-from esurge_attention_cpu.ffi_targets import bf16_pairs_available
 from esurge_attention_cpu.matmul_backend import (
     DEFAULT_MAX_PAIR_ROWS,
     PAIR_REAL_ROWS_FRACTION,
@@ -21,10 +21,6 @@ from esurge_attention_cpu.matmul_backend import (
 from esurge_core.matmul.backend import xla_matmul
 from esurge_core.matmul.dispatch import matmul, use_matmul_backend
 from esurge_core.matmul.packed_weight import PackedWeight
-
-pytestmark = pytest.mark.skipif(
-    not bf16_pairs_available(), reason="this CPU has no AVX512-BF16 (the kernel is not built)"
-)
 
 
 @pytest.fixture
@@ -114,7 +110,7 @@ def test_backend_computes_packed_products_of_every_decode_size(rng, rows):
     _assert_close(got, xla_matmul(x, w))
 
 
-def test_large_buckets_of_packed_weights_go_to_xla_unless_mostly_padding(rng):
+def test_large_buckets_of_packed_weights_go_to_xla_unless_mostly_padding_or_portable(rng):
     backend = CPUMatmulBackend()
     rows = DEFAULT_MAX_PAIR_ROWS * 2
     x, w = _operands(rng, rows, 64, 48)
@@ -127,4 +123,25 @@ def test_large_buckets_of_packed_weights_go_to_xla_unless_mostly_padding(rng):
     got = np.asarray(step(x, packed, jnp.int32(few)))
     _assert_close(got[:few], want[:few])
     assert not got[few:].any()  # the kernel ran
-    _assert_close(step(x, packed, jnp.int32(rows - 1)), want)  # XLA ran, from unpacked()
+    full = np.asarray(step(x, packed, jnp.int32(rows - 1)))
+    _assert_close(full[: rows - 1], want[: rows - 1])
+    if backend.bf16_pairs:
+        _assert_close(full, want)  # XLA ran, from unpacked(): it computes the padding row too
+    else:
+        assert not full[rows - 1 :].any()  # the portable variant takes every size
+
+
+def test_without_bf16_pairs_unpacked_bf16_weights_of_decode_size_go_to_the_small_kernel(rng):
+    backend = CPUMatmulBackend()
+    object.__setattr__(backend, "bf16_pairs", False)  # as on a CPU without AVX512-BF16
+    rows, real = 64, 40
+    x, w = _operands(rng, rows, 96, 80)
+    head = w.T  # stored [N, K], as the tied LM head
+    assert backend.handles(x, head, transpose_w=True, out_dtype=jnp.float32)
+    got = np.asarray(
+        backend.matmul(x, head, jnp.int32(real), transpose_w=True, out_dtype=jnp.float32)
+    )
+    _assert_close(got[:real], np.asarray(xla_matmul(x, w))[:real])
+    assert not got[real:].any()  # the kernel ran: it leaves padding rows zero
+    big = jnp.zeros((DEFAULT_MAX_PAIR_ROWS + 1, 96), jnp.float32)
+    assert not backend.handles(big, head, transpose_w=True, out_dtype=jnp.float32)

@@ -1,5 +1,6 @@
 // Weight products of more than a few rows (batched decode; the Python backend decides which)
-// with bf16 weights, on CPUs with AVX512-BF16, called from JAX through the XLA FFI.
+// with bf16 weights, called from JAX through the XLA FFI: `bf16_pair_matmul` (W as stored) on
+// CPUs with AVX512-BF16, and `bf16_packed_matmul` (W packed at load) on every CPU.
 //
 // y[r, :] = x[r, :] @ W for the first `num_rows` rows of x (later rows of y are zero), W bf16
 // stored [K, N] ("nn") or [N, K] ("nt", a tied embedding as the LM head); the semantics of
@@ -7,14 +8,16 @@
 // (the instruction used treats denormal inputs and sums as zero, below 1.2e-38).
 //
 // Why a native kernel: at the row counts of batched decode (16-128 rows) XLA:CPU's bf16 dot
-// runs at about 350-400 GFLOP/s on the 2-core machine of docs/PERFORMANCE.md, under half its
-// rate at 2048 rows. The
+// runs at about 350-400 GFLOP/s on the 2-core Zen 5 machine of docs/PERFORMANCE.md, under half
+// its rate at 2048 rows, and on a Zen 3 (AVX2) machine below its own fp32 dot. The
 // dot-product instruction VDPBF16PS multiplies pairs of bf16 values (k, k + 1) of x and W and
 // adds both products to one fp32 lane, twice the work of an fp32 FMA per instruction, but it
 // wants W's pairs adjacent, which neither stored layout has. Here each work item owns a block
 // of kBlockVectors x 16 output columns, re-arranges that block of W into pair order once in a
 // per-thread buffer (a cost shared by all rows of the item), then runs a register-blocked
-// micro-kernel of up to kRows rows x kBlockVectors vectors of sums over it.
+// micro-kernel of up to kRows rows x kBlockVectors vectors of sums over it. Without
+// AVX512-BF16 only the packed product is built, with a portable micro-kernel of fp32 FMAs
+// (below) over the same layout.
 
 #include <algorithm>
 #include <cstdint>
@@ -38,11 +41,8 @@ extern "C" int EsurgeBf16PairMatmulAvailable() { return ESURGE_HAS_BF16_PAIRS; }
 
 namespace {
 
-#if ESURGE_HAS_BF16_PAIRS
-
 constexpr int kLanes = 16;
 constexpr int kBlockVectors = 4;  // output columns per item: 64 (measured better than 256)
-constexpr int kRows = 6;          // rows per micro-kernel pass: 6 x 4 = 24 accumulators
 // Packed weights: an item takes at most this many micro-kernel passes of rows (96 rows), so a
 // large product is split into row panels whose rows stay in cache while the block's weights
 // are streamed (measured at 512 / 2048 rows: 76 -> 65 ms, 283 -> 230 ms for 30 products).
@@ -57,6 +57,44 @@ inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
   bits += 0x7FFFu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>(bits >> 16);
 }
+
+// Prefetches the weights of the thread's next item a few cache lines per micro-kernel step,
+// so the memory system fetches them while the cores compute this item (without it a step's
+// products ran at about 60% of their rate with the weights in cache: fetch, then compute).
+class AheadPrefetcher {
+ public:
+  AheadPrefetcher() = default;
+  // `rows` pieces of `row_bytes` bytes, `stride` bytes apart, starting at `first`.
+  AheadPrefetcher(const void* first, int64_t rows, int64_t row_bytes, int64_t stride)
+      : stride_(stride), rows_(rows) {
+    const auto address = reinterpret_cast<uintptr_t>(first);
+    base_ = reinterpret_cast<const char*>(address & ~uintptr_t{63});
+    lines_per_row_ = (static_cast<int64_t>(address & 63) + row_bytes + 63) / 64;
+  }
+  int64_t lines() const { return rows_ * lines_per_row_; }
+  void set_lines_per_step(int64_t n) { per_step_ = n; }
+  inline void Step() {
+    for (int64_t i = 0; i < per_step_ && row_ < rows_; ++i) {
+      __builtin_prefetch(base_ + row_ * stride_ + line_ * 64, 0, 3);
+      if (++line_ == lines_per_row_) {
+        line_ = 0;
+        ++row_;
+      }
+    }
+  }
+
+ private:
+  const char* base_ = nullptr;
+  int64_t stride_ = 0, rows_ = 0, lines_per_row_ = 0, per_step_ = 0;
+  int64_t row_ = 0, line_ = 0;
+};
+
+
+#if ESURGE_HAS_BF16_PAIRS
+
+constexpr int kRows = 6;  // rows per micro-kernel pass: 6 x 4 = 24 accumulators
+// x is stored as one 32-bit word (a bf16 pair) per pair of K.
+constexpr int kXWordsPerPair = 1;
 
 // Packs columns [n0, n0 + width) of W [K, N] (width = 16 * vectors) into pair order: word
 // kp * width + j holds (W[2kp, n0 + j], W[2kp + 1, n0 + j]) (the even k in the low half); an
@@ -139,37 +177,6 @@ void PackNT(const uint16_t* w, int64_t K, int64_t n0, int vectors, uint32_t* pac
   }
 }
 
-// Prefetches the weights of the thread's next item a few cache lines per micro-kernel step,
-// so the memory system fetches them while the cores compute this item (without it a step's
-// products ran at about 60% of their rate with the weights in cache: fetch, then compute).
-class AheadPrefetcher {
- public:
-  AheadPrefetcher() = default;
-  // `rows` pieces of `row_bytes` bytes, `stride` bytes apart, starting at `first`.
-  AheadPrefetcher(const void* first, int64_t rows, int64_t row_bytes, int64_t stride)
-      : stride_(stride), rows_(rows) {
-    const auto address = reinterpret_cast<uintptr_t>(first);
-    base_ = reinterpret_cast<const char*>(address & ~uintptr_t{63});
-    lines_per_row_ = (static_cast<int64_t>(address & 63) + row_bytes + 63) / 64;
-  }
-  int64_t lines() const { return rows_ * lines_per_row_; }
-  void set_lines_per_step(int64_t n) { per_step_ = n; }
-  inline void Step() {
-    for (int64_t i = 0; i < per_step_ && row_ < rows_; ++i) {
-      __builtin_prefetch(base_ + row_ * stride_ + line_ * 64, 0, 3);
-      if (++line_ == lines_per_row_) {
-        line_ = 0;
-        ++row_;
-      }
-    }
-  }
-
- private:
-  const char* base_ = nullptr;
-  int64_t stride_ = 0, rows_ = 0, lines_per_row_ = 0, per_step_ = 0;
-  int64_t row_ = 0, line_ = 0;
-};
-
 // Rows [r0, r0 + R) of y, columns [n0, n0 + 16 * V): sums over every pair of K.
 template <int R, int V, typename TY>
 inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uint32_t* packed,
@@ -206,6 +213,131 @@ inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uin
   }
 }
 
+// x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
+// fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16: nearest even, NaN stays NaN).
+template <typename TX>
+void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
+  const int64_t pairs = (K + 1) / 2;
+  esurge_cpu::ParallelFor((rows + 15) / 16, [&](int64_t block) {
+    const int64_t end = std::min<int64_t>(rows, (block + 1) * 16);
+    for (int64_t r = block * 16; r < end; ++r) {
+      uint16_t* dst = reinterpret_cast<uint16_t*>(xp + r * pairs);
+      const TX* src = x + r * K;
+      int64_t k = 0;
+      if constexpr (sizeof(TX) == 4) {
+        for (; k + kLanes <= K; k += kLanes) {
+          const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)rounded);
+        }
+        for (; k < K; ++k) dst[k] = F32ToBf16(src[k]);
+      } else {
+        std::memcpy(dst, src, K * sizeof(uint16_t));
+      }
+      if (K % 2) dst[K] = 0;
+    }
+  });
+}
+
+#else  // portable
+
+// Portable variant (no AVX512-BF16: AVX2, AVX-512 without BF16, NEON), GCC/Clang vector
+// extensions of 8 floats. The packed words of 8 columns give two fp32 vectors: the even k's
+// weights (low halves shifted up) and the odd k's (high halves masked), each multiplied by the
+// row's x value and added with FMAs. x is rounded to bf16 like the dot-product variant, but
+// kept as fp32 values so every row's pair is two broadcasts. A pass over K covers up to 4 rows
+// x 16 columns (8 accumulators, 4 weight vectors and 2 broadcasts of 16 registers) for several
+// rows, and a whole item (64 columns) for one row, whose products are bound by memory.
+constexpr int kRows = 4;
+// x is stored as 2 fp32 words per pair of K.
+constexpr int kXWordsPerPair = 2;
+constexpr int kPortableLanes = 8;
+typedef float F8 __attribute__((vector_size(kPortableLanes * sizeof(float))));
+typedef uint32_t U8 __attribute__((vector_size(kPortableLanes * sizeof(uint32_t))));
+
+// Rows [0, R) of x (fp32 values, `width` apart) times C chunks of 8 columns of one packed
+// block, into y (rows N apart).
+template <int R, int C, typename TY>
+inline void PortableTile(const float* x, int64_t width, int64_t pairs, const uint32_t* packed,
+                         int64_t packed_stride, TY* y, int64_t N, AheadPrefetcher& ahead) {
+  F8 acc[R][C] = {};
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    ahead.Step();
+    F8 even[C], odd[C];
+    for (int c = 0; c < C; ++c) {
+      U8 words;
+      std::memcpy(&words, packed + kp * packed_stride + c * kPortableLanes, sizeof words);
+      even[c] = (F8)(words << 16);
+      odd[c] = (F8)(words & 0xFFFF0000u);
+    }
+    for (int r = 0; r < R; ++r) {
+      const float xe = x[r * width + 2 * kp], xo = x[r * width + 2 * kp + 1];
+      for (int c = 0; c < C; ++c) {
+        acc[r][c] += xe * even[c];
+        acc[r][c] += xo * odd[c];
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) {
+      TY* dst = y + r * N + c * kPortableLanes;
+      if constexpr (sizeof(TY) == 4) {
+        std::memcpy(dst, &acc[r][c], sizeof acc[r][c]);
+      } else {
+        for (int i = 0; i < kPortableLanes; ++i) dst[i] = F32ToBf16(acc[r][c][i]);
+      }
+    }
+  }
+}
+
+// Rows [r0, r0 + R) of y, columns [n0, n0 + 16 * V): sums over every pair of K.
+template <int R, int V, typename TY>
+inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uint32_t* packed,
+                        int64_t packed_stride, TY* y, int64_t N, int64_t n0,
+                        AheadPrefetcher& ahead) {
+  constexpr int kChunks = V * kLanes / kPortableLanes;
+  constexpr int kGroup = R == 1 ? kChunks : 2;
+  const int64_t width = 2 * pairs;
+  const float* x = reinterpret_cast<const float*>(xp) + r0 * width;
+  for (int g = 0; g < kChunks; g += kGroup) {
+    PortableTile<R, kGroup>(x, width, pairs, packed + g * kPortableLanes, packed_stride,
+                            y + r0 * N + n0 + g * kPortableLanes, N, ahead);
+  }
+}
+
+// x's real rows rounded to bf16 and stored as fp32 values, K padded to even with a zero:
+// xp (as float)[r * 2 * pairs + k] = bf16(x[r, k]).
+template <typename TX>
+void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
+  const int64_t width = 2 * ((K + 1) / 2);
+  esurge_cpu::ParallelFor((rows + 15) / 16, [&](int64_t block) {
+    const int64_t end = std::min<int64_t>(rows, (block + 1) * 16);
+    for (int64_t r = block * 16; r < end; ++r) {
+      uint32_t* dst = xp + r * width;
+      const TX* src = x + r * K;
+      int64_t k = 0;
+      if constexpr (sizeof(TX) == 4) {
+        // Round to nearest even; a NaN stays a (quiet) NaN, infinities stay infinite.
+        for (; k + kPortableLanes <= K; k += kPortableLanes) {
+          U8 bits;
+          std::memcpy(&bits, src + k, sizeof bits);
+          const U8 rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+          const U8 special = (bits & 0x7F800000u) == 0x7F800000u;
+          const U8 quiet = ((bits & 0xFFFFu) != 0u) & 0x00400000u;
+          const U8 kept = (bits & 0xFFFF0000u) | quiet;
+          const U8 out = (special & kept) | (~special & rounded);
+          std::memcpy(dst + k, &out, sizeof out);
+        }
+        for (; k < K; ++k) dst[k] = static_cast<uint32_t>(F32ToBf16(src[k])) << 16;
+      } else {
+        for (; k < K; ++k) dst[k] = static_cast<uint32_t>(src[k]) << 16;
+      }
+      if (K % 2) dst[K] = 0;
+    }
+  });
+}
+
+#endif  // ESURGE_HAS_BF16_PAIRS
+
 template <int V, typename TY>
 void RowsOfBlock(const uint32_t* xp, int64_t pairs, int64_t r_begin, int64_t r_end,
                  const uint32_t* packed, int64_t packed_stride, TY* y, int64_t N, int64_t n0,
@@ -240,30 +372,7 @@ void RowsOfBlockAnyWidth(int vectors, const uint32_t* xp, int64_t pairs, int64_t
   }
 }
 
-// x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
-// fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16: nearest even, NaN stays NaN).
-template <typename TX>
-void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
-  const int64_t pairs = (K + 1) / 2;
-  esurge_cpu::ParallelFor((rows + 15) / 16, [&](int64_t block) {
-    const int64_t end = std::min<int64_t>(rows, (block + 1) * 16);
-    for (int64_t r = block * 16; r < end; ++r) {
-      uint16_t* dst = reinterpret_cast<uint16_t*>(xp + r * pairs);
-      const TX* src = x + r * K;
-      int64_t k = 0;
-      if constexpr (sizeof(TX) == 4) {
-        for (; k + kLanes <= K; k += kLanes) {
-          const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)rounded);
-        }
-        for (; k < K; ++k) dst[k] = F32ToBf16(src[k]);
-      } else {
-        std::memcpy(dst, src, K * sizeof(uint16_t));
-      }
-      if (K % 2) dst[K] = 0;
-    }
-  });
-}
+#if ESURGE_HAS_BF16_PAIRS
 
 template <typename TY>
 void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t* w, int64_t N,
@@ -318,6 +427,8 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
   });
 }
 
+#endif  // ESURGE_HAS_BF16_PAIRS
+
 // The same product with W packed at load (PackWeights in bf16_pair_matmul.py): block b holds
 // columns [64b, 64b + 64) as `pairs` rows of 64 words in pair order, one contiguous run, the
 // last block zero-padded to 64 columns. Nothing is re-arranged per call, and each item streams
@@ -370,15 +481,13 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
   });
 }
 
-#endif  // ESURGE_HAS_BF16_PAIRS
-
 bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::DataType::BF16; }
 
 ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                               ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
                               bool transpose_w) {
 #if !ESURGE_HAS_BF16_PAIRS
-  return ffi::Error::Unimplemented(
+  return ffi::Error(ffi::ErrorCode::kUnimplemented,
       "bf16_pair_matmul (cpu): this CPU has no AVX512-BF16; use the xla matmul backend");
 #else
   const auto x_dims = x.dimensions();
@@ -432,10 +541,6 @@ ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
 
 ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
                                 ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y) {
-#if !ESURGE_HAS_BF16_PAIRS
-  return ffi::Error::Unimplemented(
-      "bf16_packed_matmul (cpu): this CPU has no AVX512-BF16; use the xla matmul backend");
-#else
   const auto x_dims = x.dimensions();
   const auto w_dims = w_packed.dimensions();
   const auto y_dims = y->dimensions();
@@ -468,7 +573,8 @@ ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed
     return ffi::Error::Success();
   }
   thread_local std::vector<uint32_t> x_pairs;
-  if (x_pairs.size() < static_cast<size_t>(rows * pairs)) x_pairs.resize(rows * pairs);
+  const size_t x_words = static_cast<size_t>(rows * pairs * kXWordsPerPair);
+  if (x_pairs.size() < x_words) x_pairs.resize(x_words);
   if (x.element_type() == ffi::DataType::F32) {
     PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
   } else {
@@ -481,7 +587,6 @@ ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed
     Bf16PackedMatmul(x_pairs.data(), rows, K, wp, N, static_cast<uint16_t*>(y->untyped_data()));
   }
   return ffi::Error::Success();
-#endif
 }
 
 }  // namespace

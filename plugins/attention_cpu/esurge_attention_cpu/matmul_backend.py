@@ -47,7 +47,12 @@ PACK_WEIGHTS_ENV = "ESURGE_CPU_PACK_WEIGHTS"
 class CPUMatmulBackend:
     """Weight products through the plugin's kernels where they beat XLA's dot; XLA the rest.
 
-    * at most ``max_rows`` (padded) rows: ``small_matmul`` (any mix of float32 / bfloat16);
+    * weights packed at load (``pack_weight``: bfloat16, N a multiple of 16, any CPU):
+      ``bf16_packed_matmul`` up to ``max_pair_rows`` padded rows, and above as for the pair
+      kernel below; on a CPU without AVX512-BF16 (its portable variant) at every size;
+    * other weights, at most ``max_rows`` (padded) rows: ``small_matmul`` (any mix of
+      float32 / bfloat16); bfloat16 weights on a CPU without AVX512-BF16 up to
+      ``max_pair_rows`` rows (the LM head of a decode step);
     * more rows with bfloat16 weights, N a multiple of 16, on a CPU with AVX512-BF16:
       ``bf16_pair_matmul`` up to ``max_pair_rows`` padded rows (batched decode), and above
       when the real rows are at most ``PAIR_REAL_ROWS_FRACTION`` of them (chosen in the step;
@@ -73,7 +78,6 @@ class CPUMatmulBackend:
         """``w`` (``[K, N]``) in the packed kernel's layout, where that kernel can take it."""
         eligible = (
             self.pack_weights
-            and self.bf16_pairs
             and w.ndim == 2
             and jnp.dtype(w.dtype).name == "bfloat16"
             and w.shape[1] % COLUMN_MULTIPLE == 0
@@ -85,10 +89,22 @@ class CPUMatmulBackend:
     def handles(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
         if len(x.shape) != 2 or len(w.shape) != 2:
             return False
-        if x.shape[0] <= self.max_rows:
+        if x.shape[0] <= self._small_rows_limit(w):
             dtypes = (x.dtype, w.dtype, out_dtype)
             return all(jnp.dtype(d).name in SUPPORTED_DTYPES for d in dtypes)
         return self._takes_bf16_pairs(x, w, transpose_w=transpose_w, out_dtype=out_dtype)
+
+    def _small_rows_limit(self, w) -> int:
+        """Most padded rows ``small_matmul`` takes with (unpacked) weights ``w``.
+
+        ``max_rows``; but for bfloat16 weights on a CPU without AVX512-BF16 ``max_pair_rows``:
+        there XLA's bf16 dot is slow, and for the tied LM head (49152 x 576) of a decode step
+        it also faulted 200 MB of pages in every step (2-core Zen 3, SmolLM2 decode step at
+        16 / 64 sequences: 250 / 431 ms through XLA, 91 / 305 ms through the kernel).
+        """
+        if not self.bf16_pairs and jnp.dtype(w.dtype).name == "bfloat16":
+            return max(self.max_rows, self.max_pair_rows)
+        return self.max_rows
 
     def _takes_bf16_pairs(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
         n = w.shape[0] if transpose_w else w.shape[1]
@@ -102,7 +118,7 @@ class CPUMatmulBackend:
     def matmul(self, x, w, num_rows, *, transpose_w: bool, out_dtype) -> jax.Array:
         if isinstance(w, PackedWeight):
             return self._packed_matmul(x, w, num_rows, out_dtype=out_dtype)
-        if x.shape[0] <= self.max_rows:
+        if x.shape[0] <= self._small_rows_limit(w):
             return small_matmul(x, w, num_rows, transpose_w=transpose_w, out_dtype=out_dtype)
 
         def pair(x, w, num_rows):
@@ -121,7 +137,9 @@ class CPUMatmulBackend:
         def packed(x, data, num_rows):
             return bf16_packed_matmul(x, data, num_rows, n=w.shape[1], out_dtype=out_dtype)
 
-        if x.shape[0] <= self.max_pair_rows:
+        if x.shape[0] <= self.max_pair_rows or not self.bf16_pairs:
+            # Without AVX512-BF16 the portable variant beat XLA's bf16 dot at every size
+            # measured (2-core Zen 3, 30 products of 576 x 1536: 1 to 2048 rows, 1.2-20x).
             return packed(x, w.data, num_rows)
 
         def xla(x, data, num_rows):

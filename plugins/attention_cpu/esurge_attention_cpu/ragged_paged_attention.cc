@@ -228,22 +228,28 @@ void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* k
 // The same computation as AttendItem, organised for the vector units and the memory system:
 // keys come kLanes at a time; each key's K is read once per kv head for all of that head's
 // query rows, the kLanes per-key partial sums of a row are folded into one vector of kLanes
-// scores by a transpose-and-add tree (15 two-source shuffles and adds instead of a horizontal
-// sum per key), the softmax runs on those vectors, and the weighted values accumulate in
+// scores by a transpose-and-add tree (kLanes - 1 two-source shuffles and adds instead of a
+// horizontal sum per key), the softmax runs on those vectors, and the weighted values accumulate in
 // registers for a few rows at a time (the online-softmax rescale folded into their load). The
 // next tile's K/V rows are prefetched while this one is computed: pages are scattered in
 // memory, so the hardware prefetcher cannot follow a sequence across a page boundary.
 
-constexpr int kLanes = 16;
-typedef float F16x __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t I16x __attribute__((vector_size(kLanes * sizeof(int32_t))));
-typedef uint32_t U16x __attribute__((vector_size(kLanes * sizeof(uint32_t))));
-typedef uint16_t H16x __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+// Vectors of 16 floats with AVX-512 (32 registers), of 8 otherwise (AVX2, NEON: 16 registers;
+// the 16-float tiles spilled there).
+#if defined(__AVX512F__)
+#define ESURGE_ATTENTION_LANES 16
+#else
+#define ESURGE_ATTENTION_LANES 8
+#endif
+constexpr int kLanes = ESURGE_ATTENTION_LANES;
+typedef float FVec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef uint32_t UVec __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+typedef uint16_t HVec __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 // Accumulator vectors the weighted-value loop keeps in registers per row group.
-constexpr int kValueAccumulators = 16;
+constexpr int kValueAccumulators = kLanes == 16 ? 16 : 8;
 
-inline F16x LoadF(const float* p) {
-  F16x v;
+inline FVec LoadF(const float* p) {
+  FVec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
@@ -251,23 +257,24 @@ inline void TouchForTlb(const char* p) {
   const volatile char* v = p;
   (void)*v;
 }
-inline void StoreF(float* p, F16x v) { std::memcpy(p, &v, sizeof v); }
-inline F16x Splat(float x) { return F16x{} + x; }
+inline void StoreF(float* p, FVec v) { std::memcpy(p, &v, sizeof v); }
+inline FVec Splat(float x) { return FVec{} + x; }
 
 // Widens `n` bf16 values (a multiple of kLanes) to fp32.
 inline void WidenLanes(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; i += kLanes) {
-    H16x h;
+    HVec h;
     std::memcpy(&h, src + i, sizeof h);
-    const U16x wide = __builtin_convertvector(h, U16x) << 16;
+    const UVec wide = __builtin_convertvector(h, UVec) << 16;
     std::memcpy(dst + i, &wide, sizeof wide);
   }
 }
 
+#if ESURGE_ATTENTION_LANES == 16
 // Adds the halves of a's and b's lane groups of width W: the result holds a's groups then b's,
 // each half as wide (one step of the transpose-and-add tree).
 template <int W>
-inline F16x FoldPair(F16x a, F16x b) {
+inline FVec FoldPair(FVec a, FVec b) {
   if constexpr (W == 16) {
     return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22,
                                    23) +
@@ -293,13 +300,37 @@ inline F16x FoldPair(F16x a, F16x b) {
 }
 
 // Lane t of the result is the sum of all lanes of a[t].
-inline F16x SumEachOf16(const F16x* a) {
-  F16x b[8], c[4], d[2];
+inline FVec SumEachLane(const FVec* a) {
+  FVec b[8], c[4], d[2];
   for (int i = 0; i < 8; ++i) b[i] = FoldPair<16>(a[2 * i], a[2 * i + 1]);
   for (int i = 0; i < 4; ++i) c[i] = FoldPair<8>(b[2 * i], b[2 * i + 1]);
   for (int i = 0; i < 2; ++i) d[i] = FoldPair<4>(c[2 * i], c[2 * i + 1]);
   return FoldPair<2>(d[0], d[1]);
 }
+#else  // 8 lanes
+template <int W>
+inline FVec FoldPair(FVec a, FVec b) {
+  if constexpr (W == 8) {
+    return __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15);
+  } else if constexpr (W == 4) {
+    return __builtin_shufflevector(a, b, 0, 1, 4, 5, 8, 9, 12, 13) +
+           __builtin_shufflevector(a, b, 2, 3, 6, 7, 10, 11, 14, 15);
+  } else {
+    static_assert(W == 2);
+    return __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14) +
+           __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+  }
+}
+
+// Lane t of the result is the sum of all lanes of a[t].
+inline FVec SumEachLane(const FVec* a) {
+  FVec c[4], d[2];
+  for (int i = 0; i < 4; ++i) c[i] = FoldPair<8>(a[2 * i], a[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) d[i] = FoldPair<4>(c[2 * i], c[2 * i + 1]);
+  return FoldPair<2>(d[0], d[1]);
+}
+#endif
 
 template <typename TKV>
 inline const float* HeadRow(const TKV* row, float* scratch, int64_t n) {
@@ -392,15 +423,15 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
       }
       for (int64_t i = head_row_begin[hk]; i < head_row_begin[hk + 1]; ++i) {
         const int64_t r = head_rows[i];
-        F16x qv[kC];
+        FVec qv[kC];
         for (int c = 0; c < kC; ++c) qv[c] = LoadF(q + r * kD + c * kLanes);
-        F16x partial[kLanes];
+        FVec partial[kLanes];
         for (int t = 0; t < kLanes; ++t) {
-          F16x s = qv[0] * LoadF(k_rows[t]);
+          FVec s = qv[0] * LoadF(k_rows[t]);
           for (int c = 1; c < kC; ++c) s += qv[c] * LoadF(k_rows[t] + c * kLanes);
           partial[t] = s;
         }
-        StoreF(scores + r * kLanes, SumEachOf16(partial));
+        StoreF(scores + r * kLanes, SumEachLane(partial));
       }
     }
     bool any_rows = false;
@@ -439,17 +470,17 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
       }
       for (int64_t i0 = head_row_begin[hk]; i0 < head_row_begin[hk + 1]; i0 += kGroupRows) {
         const int64_t n = std::min<int64_t>(kGroupRows, head_row_begin[hk + 1] - i0);
-        F16x sums[kGroupRows][kC];
+        FVec sums[kGroupRows][kC];
         for (int64_t j = 0; j < n; ++j) {
           const int64_t r = head_rows[i0 + j];
-          const F16x scale = Splat(rescale[r]);
+          const FVec scale = Splat(rescale[r]);
           for (int c = 0; c < kC; ++c) sums[j][c] = LoadF(acc + r * kD + c * kLanes) * scale;
         }
         for (int64_t t = 0; t < nt; ++t) {
-          F16x v[kC];
+          FVec v[kC];
           for (int c = 0; c < kC; ++c) v[c] = LoadF(v_rows[t] + c * kLanes);
           for (int64_t j = 0; j < n; ++j) {
-            const F16x p = Splat(scores[head_rows[i0 + j] * kLanes + t]);
+            const FVec p = Splat(scores[head_rows[i0 + j] * kLanes + t]);
             for (int c = 0; c < kC; ++c) sums[j][c] += p * v[c];
           }
         }

@@ -29,23 +29,38 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int kLanes = 16;
-typedef float F16x __attribute__((vector_size(kLanes * sizeof(float))));
-typedef uint32_t U16x __attribute__((vector_size(kLanes * sizeof(uint32_t))));
-typedef uint16_t H16x __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+// Vector width and register budgets follow the register file: 32 registers of 16 floats with
+// AVX-512, 16 of 8 floats otherwise (AVX2, NEON). The AVX-512 sizes on AVX2 spilled: on a 2-core
+// Zen 3 the LM head (49152 x 576, bf16) took 7.3 ms for one row (8 GB/s) and 49 ms for 8 rows,
+// against XLA's 57 and 10 ms.
+#if defined(__AVX512F__)
+#define ESURGE_SMALL_MATMUL_LANES 16
+#else
+#define ESURGE_SMALL_MATMUL_LANES 8
+#endif
+constexpr int kLanes = ESURGE_SMALL_MATMUL_LANES;
+typedef float FVec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef uint32_t UVec __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+typedef uint16_t HVec __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 
 // nn: a work item is a block of output columns, as many vectors (at most kMaxBlockVectors) as
 // keep R rows x V vectors of sums within kAccumulators registers: the fewer the rows, the
 // longer the contiguous piece of each weight row a block streams. Rows come kRowsPerPass at a
 // time; later passes find the block's weights in cache.
-constexpr int kAccumulators = 24;
 constexpr int kMaxBlockVectors = 16;
 constexpr int kRowsPerPass = 4;
 // nt: a work item is a few groups of G output columns (rows of W), computed R rows a pass.
-// Measured on the LM head (49152 x 576): for one or two rows, groups of 8 streaming alone
-// are fastest; for more rows, groups of 4 with up to 8 rows a pass.
+// Measured on the LM head (49152 x 576) with AVX-512: for one or two rows, groups of 8
+// streaming alone are fastest; for more rows, groups of 4 with up to 8 rows a pass.
+#if ESURGE_SMALL_MATMUL_LANES == 16
+constexpr int kAccumulators = 24;
 constexpr int kWideGroup = 8, kWideGroupRows = 2;
 constexpr int kNarrowGroup = 4, kNarrowGroupRows = 8;
+#else
+constexpr int kAccumulators = 12;
+constexpr int kWideGroup = 4, kWideGroupRows = 2;
+constexpr int kNarrowGroup = 2, kNarrowGroupRows = 4;
+#endif
 // How many weight rows ahead the nn loop prefetches.
 constexpr int kPrefetchRows = 16;
 
@@ -67,16 +82,16 @@ inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
 }
 
 // Loads kLanes weights as fp32 (bf16 widens exactly).
-inline F16x LoadLanes(const float* p) {
-  F16x v;
+inline FVec LoadLanes(const float* p) {
+  FVec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline F16x LoadLanes(const uint16_t* p) {
-  H16x h;
+inline FVec LoadLanes(const uint16_t* p) {
+  HVec h;
   std::memcpy(&h, p, sizeof h);
-  const U16x wide = __builtin_convertvector(h, U16x) << 16;
-  F16x v;
+  const UVec wide = __builtin_convertvector(h, UVec) << 16;
+  FVec v;
   std::memcpy(&v, &wide, sizeof v);
   return v;
 }
@@ -85,11 +100,11 @@ inline float LoadOne(const uint16_t* p) { return Bf16ToF32(*p); }
 inline void StoreOne(float* p, float v) { *p = v; }
 inline void StoreOne(uint16_t* p, float v) { *p = F32ToBf16(v); }
 template <typename TY>
-inline void StoreLanes(TY* p, F16x v) {
+inline void StoreLanes(TY* p, FVec v) {
   for (int i = 0; i < kLanes; ++i) StoreOne(p + i, v[i]);
 }
 template <>
-inline void StoreLanes<float>(float* p, F16x v) {
+inline void StoreLanes<float>(float* p, FVec v) {
   std::memcpy(p, &v, sizeof v);
 }
 
@@ -98,7 +113,7 @@ template <int R, int V, typename TW, typename TY>
 void BlockNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t n0, TY* y) {
   if constexpr (R * V <= kAccumulators) {
     constexpr int kLineElems = 64 / sizeof(TW);
-    F16x acc[R][V] = {};
+    FVec acc[R][V] = {};
     const TW* wp = w + n0;
     for (int64_t k = 0; k < K; ++k, wp += N) {
       if (k + kPrefetchRows < K) {
@@ -106,7 +121,7 @@ void BlockNN(const float* xr, int64_t K, const TW* w, int64_t N, int64_t n0, TY*
           __builtin_prefetch(wp + kPrefetchRows * N + e, 0, 3);
         }
       }
-      F16x wv[V];
+      FVec wv[V];
       for (int v = 0; v < V; ++v) wv[v] = LoadLanes(wp + v * kLanes);
       for (int r = 0; r < R; ++r) {
         const float xv = xr[r * K + k];
@@ -137,12 +152,16 @@ void TailColumns(const float* xr, int64_t rows, int64_t K, const TW* w, int64_t 
 
 // The sum of a vector's lanes as a tree of vector adds (halves, then quarters, ...); a plain
 // loop over the lanes is a chain of dependent adds that costs more than a group's products.
-inline float SumLanes(F16x v) {
+inline float SumLanes(FVec v) {
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
   typedef float F8x __attribute__((vector_size(8 * sizeof(float))));
   typedef float F4x __attribute__((vector_size(4 * sizeof(float))));
+#if ESURGE_SMALL_MATMUL_LANES == 16
   const F8x a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  const F8x a = v;
+#endif
   const F4x b =
       __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
   return (b[0] + b[2]) + (b[1] + b[3]);
@@ -159,14 +178,14 @@ inline float SumLanes(F16x v) {
 // y[r, n0 : n0 + G] for R rows, W stored [N, K].
 template <int R, int G, typename TW, typename TY>
 void GroupNT(const float* xr, int64_t K, const TW* w, int64_t n0, TY* y, int64_t N) {
-  F16x acc[R][G] = {};
+  FVec acc[R][G] = {};
   const TW* wp = w + n0 * K;
   const int64_t k_vec = K - K % kLanes;
   for (int64_t k = 0; k < k_vec; k += kLanes) {
-    F16x wv[G];
+    FVec wv[G];
     for (int j = 0; j < G; ++j) wv[j] = LoadLanes(wp + j * K + k);
     for (int r = 0; r < R; ++r) {
-      const F16x xv = LoadLanes(xr + r * K + k);
+      const FVec xv = LoadLanes(xr + r * K + k);
       for (int j = 0; j < G; ++j) acc[r][j] += xv * wv[j];
     }
   }
