@@ -30,6 +30,7 @@ from esurge_core.engine.request import FinishReason, Request
 from esurge_core.engine.request_tracker import ChoiceTracker, RequestTracker
 from esurge_core.errors import ESurgeError
 from esurge_core.kv_cache.sizing import plan_kv_cache_for_device
+from esurge_core.matmul.dispatch import packed_lm_head_bytes
 from esurge_core.metrics import EngineMetrics, Monitoring
 from esurge_core.platform import current_platform
 from esurge_core.plugin_manager import get_plugin_manager
@@ -133,6 +134,11 @@ class eSurge:
         self.matmul_backend_name = matmul_spec.name
         matmul_backend = matmul_spec.load()()
         kv_cache_dtype = cfg.cache.kv_cache_dtype or cfg.model.dtype
+        head_copy_bytes = (  # the runner packs weights only without tensor parallelism
+            packed_lm_head_bytes(loaded.params, self.model.tied_lm_head_paths(), matmul_backend)
+            if self.parallel_plan is None
+            else 0
+        )
         dtype_bytes = 2 if kv_cache_dtype == "bfloat16" else 4
         self.kv_plan = plan_kv_cache_for_device(
             groups=groups,
@@ -141,7 +147,7 @@ class eSurge:
             head_dim=self.model.head_dim,
             dtype_bytes=dtype_bytes,
             max_model_len=self.max_model_len,
-            weight_bytes=_tree_bytes(loaded.params),
+            weight_bytes=_tree_bytes(loaded.params) + head_copy_bytes,
             hbm_utilization=cfg.cache.hbm_utilization,
             kv_cache_memory=cfg.cache.kv_cache_memory,
             max_step_tokens=self.max_num_batched_tokens,

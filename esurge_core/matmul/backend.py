@@ -18,7 +18,9 @@ the model multiplies only through ``matmul`` (``[K, N]`` arrays; see
 ``esurge_core.matmul.packed_weight``), storing what it returns in place of the array. Its
 ``handles`` then sees the logical shape and dtype, and its ``matmul`` receives the
 ``PackedWeight`` (never with ``transpose_w``); products it declines, and every product while
-another backend is active, are computed from ``unpacked()``.
+another backend is active, are computed from ``unpacked()``. Such a backend also defines
+``packs_weight(w: jax.ShapeDtypeStruct) -> bool`` (whether ``pack_weight`` would pack a weight
+of that shape and dtype), which the engine uses to size its memory before packing.
 """
 
 from __future__ import annotations

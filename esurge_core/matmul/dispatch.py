@@ -77,20 +77,54 @@ def matmul(
     return xla_matmul(x, w, transpose_w=transpose_w, out_dtype=out_dtype)
 
 
-def pack_matmul_weights(params: Any, paths: Iterable[tuple], backend: MatmulBackend | None):
+def pack_matmul_weights(
+    params: Any,
+    paths: Iterable[tuple],
+    backend: MatmulBackend | None,
+    *,
+    tied_lm_head: tuple[tuple, tuple] | None = None,
+):
     """``params`` with each weight at ``paths`` replaced by ``backend.pack_weight(weight)``
     where the backend packs it (``None`` from ``pack_weight``, or a backend without the
     method: the array stays). The model must multiply those weights only through ``matmul``.
+
+    ``tied_lm_head`` = ``(embedding_path, head_path)``: a model whose LM head is its token
+    embedding ``[V, D]`` multiplied transposed also gets, at ``head_path``, the backend's
+    packing of ``embedding.T`` (``[D, V]``) where the backend packs it: a second copy of the
+    table (the embedding lookup keeps the original), which the packed kernel streams faster
+    than any product can read the transposed table (``packed_lm_head_bytes`` sizes it).
     """
     pack = getattr(backend, "pack_weight", None)
     if pack is None:
         return params
     params = jax.tree.map(lambda leaf: leaf, params)  # new containers, the same arrays
     for path in paths:
-        node = params
-        for key in path[:-1]:
-            node = node[key]
+        node = _parent(params, path)
         packed = pack(node[path[-1]])
         if packed is not None:
             node[path[-1]] = packed
+    if tied_lm_head is not None:
+        embedding_path, head_path = tied_lm_head
+        packed = pack(_parent(params, embedding_path)[embedding_path[-1]].T)
+        if packed is not None:
+            _parent(params, head_path)[head_path[-1]] = packed
     return params
+
+
+def packed_lm_head_bytes(
+    params: Any, tied_lm_head: tuple[tuple, tuple] | None, backend: MatmulBackend | None
+) -> int:
+    """Bytes ``pack_matmul_weights`` adds for ``tied_lm_head`` with ``backend`` (0: none)."""
+    packs = getattr(backend, "packs_weight", None)
+    if tied_lm_head is None or packs is None:
+        return 0
+    embedding = _parent(params, tied_lm_head[0])[tied_lm_head[0][-1]]
+    head = jax.ShapeDtypeStruct(embedding.shape[::-1], embedding.dtype)
+    return int(embedding.nbytes) if packs(head) else 0
+
+
+def _parent(params: Any, path: tuple) -> Any:
+    node = params
+    for key in path[:-1]:
+        node = node[key]
+    return node

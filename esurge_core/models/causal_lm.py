@@ -147,6 +147,14 @@ class CausalLM(ABC):
         """Paths of the params the model multiplies only through ``matmul`` ([in, out])."""
         return [spec.path for spec in self.param_specs() if spec.matmul_weight]
 
+    def tied_lm_head_paths(self) -> tuple[ParamPath, ParamPath] | None:
+        """``(embedding, head)`` paths where the LM head is the tied token embedding, else None.
+
+        A matmul backend that packs weights stores its packing of the transposed embedding at
+        the head path (``pack_matmul_weights``); ``compute_logits`` then multiplies by it.
+        """
+        return (("embed_tokens",), ("lm_head",)) if self.tie_word_embeddings else None
+
     def logical_axes(self) -> dict:
         """Return a pytree parallel to the params whose leaves are logical-axis tuples.
 
@@ -198,10 +206,10 @@ class CausalLM(ABC):
 
     def compute_logits(self, params: dict, hidden_rows: jax.Array) -> jax.Array:
         """Return float32[N, vocab] logits for hidden rows [N, hidden] (float32 accumulation)."""
-        if self.tie_word_embeddings:
-            weight, transpose = params["embed_tokens"], True
-        else:
+        if "lm_head" in params:  # untied, or tied with a packed copy (tied_lm_head_paths)
             weight, transpose = params["lm_head"], False
+        else:
+            weight, transpose = params["embed_tokens"], True
         logits = matmul(hidden_rows, weight, transpose_w=transpose, out_dtype=jnp.float32)
         if self.final_logit_softcap is not None:
             cap = np.float32(self.final_logit_softcap)

@@ -107,7 +107,12 @@ class ModelRunner:
             params = parallel_plan.shard_params(params)
             attention = parallel_plan.wrap_attention(attention)
         else:  # a backend may keep weights in its kernels' layout (sharding needs arrays)
-            params = pack_matmul_weights(params, model.matmul_weight_paths(), matmul_backend)
+            params = pack_matmul_weights(
+                params,
+                model.matmul_weight_paths(),
+                matmul_backend,
+                tied_lm_head=model.tied_lm_head_paths(),
+            )
         self.params = params
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size

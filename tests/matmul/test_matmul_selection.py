@@ -102,6 +102,11 @@ def test_engine_reports_its_backends_and_cpu_equals_xla_greedy():
             packed = isinstance(engine.runner.params["layers"][0]["mlp"]["gate"], PackedWeight)
             assert packed == (name == "cpu")
             assert not isinstance(engine.runner.params["embed_tokens"], PackedWeight)
+            # the tied LM head: a packed copy of the transposed embedding with `cpu` only
+            head = engine.runner.params.get("lm_head")
+            assert isinstance(head, PackedWeight) == (name == "cpu")
+            if head is not None:
+                assert head.shape == engine.runner.params["embed_tokens"].shape[::-1]
             outputs = engine.generate(
                 prompts, SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
             )

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from esurge_core.matmul.backend import XLAMatmulBackend, xla_matmul
-from esurge_core.matmul.dispatch import matmul, pack_matmul_weights, use_matmul_backend
+from esurge_core.matmul.dispatch import (
+    matmul,
+    pack_matmul_weights,
+    packed_lm_head_bytes,
+    use_matmul_backend,
+)
 from esurge_core.matmul.packed_weight import PackedWeight
 
 
@@ -29,8 +34,11 @@ class _TransposingBackend(XLAMatmulBackend):
     def __init__(self):
         self.packed_products = 0
 
+    def packs_weight(self, w):
+        return w.shape[0] != w.shape[1]  # square ones stay
+
     def pack_weight(self, w):
-        return _packed(w) if w.shape[0] != w.shape[1] else None  # square ones stay
+        return _packed(w) if self.packs_weight(w) else None
 
     def matmul(self, x, w, num_rows, *, transpose_w, out_dtype):
         if isinstance(w, PackedWeight):
@@ -60,6 +68,26 @@ def test_only_the_listed_weights_the_backend_accepts_are_packed_and_the_input_is
     assert not isinstance(params["layers"][0]["up"], PackedWeight)  # input untouched
     assert pack_matmul_weights(params, paths, XLAMatmulBackend()) is params  # cannot pack
     assert pack_matmul_weights(params, paths, None) is params
+
+
+def test_a_tied_lm_head_gets_a_packed_copy_of_the_transposed_embedding(params):
+    tied = (("embed",), ("head",))
+    backend = _TransposingBackend()
+    packed = pack_matmul_weights(params, [], backend, tied_lm_head=tied)
+    assert packed["embed"] is params["embed"]  # the lookup keeps the table
+    assert "head" not in params
+    head = packed["head"]
+    assert isinstance(head, PackedWeight) and head.shape == (4, 10)
+    np.testing.assert_array_equal(head.unpacked(), params["embed"].T)
+    assert packed_lm_head_bytes(params, tied, backend) == params["embed"].nbytes
+    x = jnp.ones((2, 4), jnp.float32)
+    with use_matmul_backend(backend, jnp.int32(2)):
+        logits = matmul(x, head)
+    np.testing.assert_allclose(logits, x @ params["embed"].T, rtol=1e-6)
+    # nothing to pack: no copy, no bytes
+    assert "head" not in pack_matmul_weights(params, [], XLAMatmulBackend(), tied_lm_head=tied)
+    assert packed_lm_head_bytes(params, tied, XLAMatmulBackend()) == 0
+    assert packed_lm_head_bytes(params, None, backend) == 0
 
 
 def test_packed_weights_travel_through_jit_as_pytrees(params):

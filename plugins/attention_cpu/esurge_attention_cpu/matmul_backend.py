@@ -74,15 +74,18 @@ class CPUMatmulBackend:
         register_ffi_targets()
         object.__setattr__(self, "bf16_pairs", bf16_pairs_available())
 
-    def pack_weight(self, w: jax.Array) -> PackedWeight | None:
-        """``w`` (``[K, N]``) in the packed kernel's layout, where that kernel can take it."""
-        eligible = (
+    def packs_weight(self, w) -> bool:
+        """Whether ``pack_weight`` packs a weight of ``w``'s shape and dtype."""
+        return (
             self.pack_weights
-            and w.ndim == 2
+            and len(w.shape) == 2
             and jnp.dtype(w.dtype).name == "bfloat16"
             and w.shape[1] % COLUMN_MULTIPLE == 0
         )
-        if not eligible:
+
+    def pack_weight(self, w: jax.Array) -> PackedWeight | None:
+        """``w`` (``[K, N]``) in the packed kernel's layout, where that kernel can take it."""
+        if not self.packs_weight(w):
             return None
         return PackedWeight(_pack(w), tuple(w.shape), w.dtype, PACKED_LAYOUT, unpack_bf16_weight)
 
