@@ -105,7 +105,7 @@ def pack_matmul_weights(
             node[path[-1]] = packed
     if tied_lm_head is not None:
         embedding_path, head_path = tied_lm_head
-        packed = pack(_parent(params, embedding_path)[embedding_path[-1]].T)
+        packed = pack(_at(params, embedding_path).T)
         if packed is not None:
             _parent(params, head_path)[head_path[-1]] = packed
     return params
@@ -118,7 +118,7 @@ def packed_lm_head_bytes(
     packs = getattr(backend, "packs_weight", None)
     if tied_lm_head is None or packs is None:
         return 0
-    embedding = _parent(params, tied_lm_head[0])[tied_lm_head[0][-1]]
+    embedding = _at(params, tied_lm_head[0])
     head = jax.ShapeDtypeStruct(embedding.shape[::-1], embedding.dtype)
     return int(embedding.nbytes) if packs(head) else 0
 
@@ -128,3 +128,7 @@ def _parent(params: Any, path: tuple) -> Any:
     for key in path[:-1]:
         node = node[key]
     return node
+
+
+def _at(params: Any, path: tuple) -> Any:
+    return _parent(params, path)[path[-1]]
