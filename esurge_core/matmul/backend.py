@@ -16,8 +16,9 @@ A backend may also keep weights in its own layout: it names the layout in ``pack
 and defines ``pack_weight(w) -> PackedWeight | None``, which the engine calls once per weight
 the model multiplies only through ``matmul`` (``[K, N]`` arrays; see
 ``esurge_core.matmul.packed_weight``), storing what it returns in place of the array. Its
-``handles`` then sees the logical shape and dtype, and its ``matmul`` receives the
-``PackedWeight`` (never with ``transpose_w``); products it declines, and every product while
+``handles`` then receives the ``PackedWeight`` itself (logical ``shape`` and ``dtype``; its
+``data`` is not to be read there), and its ``matmul`` receives it too (never with
+``transpose_w``); products it declines, and every product while
 another backend is active, are computed from ``unpacked()``. Such a backend also defines
 ``packs_weight(w: jax.ShapeDtypeStruct) -> bool`` (whether ``pack_weight`` would pack a weight
 of that shape and dtype), which the engine uses to size its memory before packing.

@@ -67,7 +67,9 @@ def matmul(
             w = w.unpacked()  # only the backend that packed it reads the layout
     if x.ndim == 2 and active is not None:
         spec_x = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        spec_w = jax.ShapeDtypeStruct(w.shape, w.dtype)
+        # A weight this backend packed is shown as itself (logical shape and dtype, and the
+        # backend can tell its own layout from a plain array of the same shape).
+        spec_w = w if isinstance(w, PackedWeight) else jax.ShapeDtypeStruct(w.shape, w.dtype)
         if active.backend.handles(spec_x, spec_w, transpose_w=transpose_w, out_dtype=out_dtype):
             return active.backend.matmul(
                 x, w, active.num_rows, transpose_w=transpose_w, out_dtype=out_dtype

@@ -131,6 +131,22 @@ def test_large_buckets_of_packed_weights_go_to_xla_unless_mostly_padding_or_port
         assert not full[rows - 1 :].any()  # the portable variant takes every size
 
 
+def test_without_bf16_pairs_a_prefill_bucket_of_packed_weights_reaches_the_kernel(rng):
+    # The portable kernel takes every size, so ``handles`` must accept a packed weight above
+    # ``max_pair_rows`` (it once declined it there, and every prefill product went to XLA's
+    # bf16 dot on the weights unpacked in each step).
+    backend = CPUMatmulBackend()
+    object.__setattr__(backend, "bf16_pairs", False)  # as on a CPU without AVX512-BF16
+    rows, real = DEFAULT_MAX_PAIR_ROWS * 4, DEFAULT_MAX_PAIR_ROWS * 4 - 3
+    x, w = _operands(rng, rows, 96, 80)
+    packed = backend.pack_weight(w)
+    assert backend.handles(x, packed, transpose_w=False, out_dtype=jnp.float32)
+    with use_matmul_backend(backend, jnp.int32(real)):
+        got = np.asarray(jax.jit(lambda x, p: matmul(x, p))(x, packed))
+    _assert_close(got[:real], np.asarray(xla_matmul(x, w))[:real])
+    assert not got[real:].any()  # the kernel ran: XLA would have computed the padding rows
+
+
 def test_without_bf16_pairs_unpacked_bf16_weights_of_decode_size_go_to_the_small_kernel(rng):
     backend = CPUMatmulBackend()
     object.__setattr__(backend, "bf16_pairs", False)  # as on a CPU without AVX512-BF16

@@ -92,6 +92,8 @@ class CPUMatmulBackend:
     def handles(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
         if len(x.shape) != 2 or len(w.shape) != 2:
             return False
+        if isinstance(w, PackedWeight):  # ours: ``_packed_matmul`` takes every row count
+            return all(jnp.dtype(d).name in ACTIVATION_DTYPES for d in (x.dtype, out_dtype))
         if x.shape[0] <= self._small_rows_limit(w):
             dtypes = (x.dtype, w.dtype, out_dtype)
             return all(jnp.dtype(d).name in SUPPORTED_DTYPES for d in dtypes)
