@@ -45,7 +45,25 @@ def test_esurge_peer_runs_every_offline_workload_with_exact_lengths(tmp_path):
     assert all(row["value"] > 0 for row in result["rows"])
     assert "'kv_cache_dtype': 'bfloat16'" in result["settings"]
     assert "matmul cpu" in result["settings"]
+    assert "step compilations in timed runs" in result["settings"]
     assert json.loads((tmp_path / "out.json").read_text()) == result
+
+
+def test_warm_up_prompts_are_fresh_but_share_what_the_originals_share():
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    prefix = [7, 3, 9, 3, 11]
+    prompts = [[*prefix, 20, 21], [*prefix, 22, 20], [9, 7]]
+    for shift in (1, 2, 5):
+        moved = peer._relabelled(prompts, shift)
+        assert [len(p) for p in moved] == [len(p) for p in prompts]
+        assert moved[0][:5] == moved[1][:5] and moved[0][5] != moved[1][5]
+        assert all(a != b for p, q in zip(prompts, moved) for a, b in zip(p, q))
+        used = {t for p in prompts for t in p}
+        assert {t for p in moved for t in p} <= used  # never a special or unseen id
+        # equal ids stay equal, different ids stay different
+        pairs = {(a, b) for p, q in zip(prompts, moved) for a, b in zip(p, q)}
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    assert peer._relabelled(prompts, 0) == prompts
 
 
 def test_esurge_peer_rejects_an_unknown_precision_naming_the_choices():
