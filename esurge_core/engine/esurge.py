@@ -224,6 +224,7 @@ class eSurge:
         priority: int = 0,
         cache_salt: str | None = None,
         _sink: Any = None,
+        _wake_loop: bool = True,
     ) -> str:
         """Queue a request; it runs at the next step. Returns its id.
 
@@ -269,7 +270,8 @@ class eSurge:
         tracker = RequestTracker(request_id, text, list(token_ids), choices, sink=_sink)
         self._trackers[request_id] = tracker
         self._inbox.append(("add", tracker))
-        self._notify()
+        if _wake_loop:
+            self._notify()
         return request_id
 
     def abort(self, request_id: str) -> None:
@@ -456,10 +458,27 @@ class eSurge:
             params_list = [sampling_params] * len(prompt_list)
         sinks = []
         ids = []
-        for prompt, params in zip(prompt_list, params_list):
-            sink = _SyncSink()
-            ids.append(self.add_request(prompt, params, priority=priority, _sink=sink))
-            sinks.append(sink)
+        # Queue every prompt before the loop can look, so an idle engine schedules them
+        # together (woken by the first, it would step on it alone while the rest arrive, and
+        # the step shapes would depend on that timing). The loop checks for work holding
+        # ``_wakeup`` (reentrant), so it sees all of them or none. A prompt that fails
+        # validation cancels the call.
+        with self._wakeup:
+            try:
+                for prompt, params in zip(prompt_list, params_list):
+                    sink = _SyncSink()
+                    ids.append(
+                        self.add_request(
+                            prompt, params, priority=priority, _sink=sink, _wake_loop=False
+                        )
+                    )
+                    sinks.append(sink)
+            except BaseException:
+                for request_id in ids:
+                    self.abort(request_id)
+                raise
+            finally:
+                self._wakeup.notify_all()
         self.start()
         results: list[RequestOutput] = []
         progress = None

@@ -171,6 +171,31 @@ def test_public_names_import_from_the_package_root():
     assert RootEngine is eSurge and RootParams is SamplingParams
 
 
+def test_generate_schedules_all_its_prompts_in_one_step(engine):
+    # Queued together before the loop looks: the idle engine prefills all eight in its first
+    # step (8 x 7 tokens within max_num_batched_tokens=64, max_num_seqs=8) instead of
+    # stepping on the first one alone while the others arrive.
+    engine.generate([{"prompt_token_ids": [42, 43]}], SamplingParams(max_tokens=1))  # started
+    for round_ in range(5):
+        before = engine.num_steps
+        prompts = [{"prompt_token_ids": [round_, 100 + i, *range(200, 205)]} for i in range(8)]
+        outputs = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=1))
+        assert [len(o.outputs[0].token_ids) for o in outputs] == [1] * 8
+        assert engine.num_steps - before == 1
+
+
+def test_generate_with_one_invalid_prompt_raises_and_leaves_nothing_queued(engine):
+    good = {"prompt_token_ids": [7, 8, 9]}
+    bad = {"prompt_token_ids": [1, 2, 10**6]}
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        engine.generate([good, good, bad], SamplingParams(max_tokens=50))
+    deadline = time.monotonic() + 30
+    while engine.tracked_request_ids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.tracked_request_ids() == []
+    assert not engine.has_unfinished_requests()
+
+
 def test_prompt_token_ids_outside_the_vocabulary_are_rejected(engine):
     with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 49152\)"):
         engine.add_request({"prompt_token_ids": [1, 2, 10**6]})
