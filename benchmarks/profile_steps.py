@@ -30,8 +30,8 @@ from esurge_core import SamplingParams, eSurge
 from esurge_core.host_malloc import reexec_with_tuned_malloc
 
 STEP_MODULE = "jit_step"
-#: Warm-up generations at most: a later one can meet step shapes an earlier one did not (the
-#: engine's step thread starts on the first requests of a call while the rest arrive).
+#: Warm-up generations at most, until one compiles nothing (so the traced one compiles
+#: nothing either; docs/PERFORMANCE.md steps 20-21).
 MAX_WARM_UP_RUNS = 4
 
 

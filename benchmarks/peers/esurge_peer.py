@@ -159,12 +159,12 @@ def _relabelled(prompts: list[list[int]], shift: int) -> list[list[int]]:
 
 
 def _warm_up(engine, prompts: list[list[int]], params) -> None:
-    """Run relabelled copies of the warm prompts until a run compiles nothing.
+    """Run relabelled copies of the warm prompts until a run compiles nothing (at most
+    ``MAX_WARM_UP_RUNS``): steady-state throughput is what W1 / W4 measure.
 
-    The engine's step thread keeps running between calls, so a run after the first starts
-    stepping as its first requests arrive and can meet step shapes the first run did not
-    (measured: the W1 timed run after a single warm run compiled two more buckets, some
-    seconds inside the timed region). Steady-state throughput is what W1 / W4 measure.
+    Before ``generate`` queued its prompts together (docs/PERFORMANCE.md step 21) a timed
+    W1 run after a single warm run compiled two more step shapes, seconds inside the timed
+    region; the compilations of each timed run are recorded in the result either way.
     """
     for shift in range(MAX_WARM_UP_RUNS):
         before = engine.runner.num_compilations
