@@ -12,6 +12,7 @@ from typing import Any
 
 from esurge_core.components import ComponentKind
 from esurge_core.models.causal_lm import CausalLM
+from esurge_core.models.fused_projections import fuse_projections
 from esurge_core.packaged_models import resolve_model
 from esurge_core.plugin_manager import get_plugin_manager
 from esurge_core.weights.errors import UnsupportedArchitectureError
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class LoadedModel:
-    """A model ready to run."""
+    """A model ready to run; its params with q/k/v and gate/up fused (``fuse_projections``)."""
 
     path: Path
     model: CausalLM
@@ -88,6 +89,7 @@ def _load_model(
     if param_dtype is not None:
         causal_lm.set_param_dtype(param_dtype)
     params = causal_lm.load_params(tensors, progress=progress)
+    fuse_projections(params, causal_lm.matmul_weight_paths())  # in place: no second copy
     tok = load_tokenizer(resolve_model(tokenizer) if tokenizer else path)
     logger.info("loaded %s (%s, %s) from %s", causal_lm.architecture, dtype, path.name, path)
     return LoadedModel(path, causal_lm, params, tok, hf_config)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from esurge_core.matmul.dispatch import matmul
+from esurge_core.models.fused_projections import GATE_UP, QKV
 from esurge_core.models.params import ParamPath, ParamSpec, linear_spec
 
 
@@ -87,12 +88,24 @@ def _linear(x: jax.Array, p: dict, name: str) -> jax.Array:
 def project_qkv(
     p: dict, x: jax.Array, shape: AttentionShape
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Project x [T, hidden] to queries [T, num_heads, head_dim] and keys/values [T, kv, hd]."""
+    """Project x [T, hidden] to queries [T, num_heads, head_dim] and keys/values [T, kv, hd].
+
+    One product where the params hold the fused ``qkv`` weight (``fuse_projections``), else
+    three.
+    """
     t = x.shape[0]
-    q = _linear(x, p, "q").reshape(t, shape.num_heads, shape.head_dim)
-    k = _linear(x, p, "k").reshape(t, shape.num_kv_heads, shape.head_dim)
-    v = _linear(x, p, "v").reshape(t, shape.num_kv_heads, shape.head_dim)
-    return q, k, v
+    if QKV.name in p:
+        q_size = shape.num_heads * shape.head_dim
+        kv_size = shape.num_kv_heads * shape.head_dim
+        qkv = _linear(x, p, QKV.name)
+        q, k, v = qkv[:, :q_size], qkv[:, q_size : q_size + kv_size], qkv[:, q_size + kv_size :]
+    else:
+        q, k, v = (_linear(x, p, name) for name in QKV.parts)
+    return (
+        q.reshape(t, shape.num_heads, shape.head_dim),
+        k.reshape(t, shape.num_kv_heads, shape.head_dim),
+        v.reshape(t, shape.num_kv_heads, shape.head_dim),
+    )
 
 
 def project_output(p: dict, attn: jax.Array) -> jax.Array:
@@ -113,8 +126,14 @@ def gated_mlp_specs(
 
 
 def gated_mlp(p: dict, x: jax.Array, act: Callable[[jax.Array], jax.Array]) -> jax.Array:
-    """`down(act(gate(x)) * up(x))`."""
-    return matmul(act(matmul(x, p["gate"])) * matmul(x, p["up"]), p["down"])
+    """`down(act(gate(x)) * up(x))`: gate and up as one product where the params hold the
+    fused ``gate_up`` weight (``fuse_projections``)."""
+    if GATE_UP.name in p:
+        gate_up = matmul(x, p[GATE_UP.name])
+        gate, up = gate_up[:, : gate_up.shape[1] // 2], gate_up[:, gate_up.shape[1] // 2 :]
+    else:
+        gate, up = matmul(x, p["gate"]), matmul(x, p["up"])
+    return matmul(act(gate) * up, p["down"])
 
 
 def embed_tokens(

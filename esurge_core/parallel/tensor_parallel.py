@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from esurge_core.models.causal_lm import CausalLM
+from esurge_core.models.fused_projections import split_projections
 from esurge_core.models.params import ParamSpec, transpose, tree_from_specs
 from esurge_core.parallel.mesh import TENSOR_AXIS, tensor_parallel_size
 from esurge_core.parallel.sharded_attention import shard_attention
@@ -76,7 +77,12 @@ class TensorParallelPlan:
         return (self.kv_cache_sharding,) * self.model.num_layers
 
     def shard_params(self, params: dict) -> dict:
-        """Place the params on the mesh, each array split by its logical axes."""
+        """Place the params on the mesh, each array split by its logical axes.
+
+        Fused projections (``fuse_projections``: q/k/v, gate/up) are taken apart first: heads
+        and columns are sharded one projection at a time.
+        """
+        params = split_projections(params, self.model.param_specs())
         return jax.tree.map(put_global, params, self.param_shardings)
 
     def shard_kv_caches(self, kv_caches: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:

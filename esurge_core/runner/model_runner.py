@@ -30,6 +30,7 @@ from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.matmul.backend import MatmulBackend
 from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
 from esurge_core.models.causal_lm import CausalLM
+from esurge_core.models.fused_projections import held_weight_paths
 from esurge_core.parallel.tensor_parallel import TensorParallelPlan
 from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
 from esurge_core.runner.host_inputs import HostLayout, pack_host_arrays, unpack_host_arrays
@@ -70,7 +71,8 @@ class ModelRunner:
 
     Args:
         model: the model (pure forward / compute_logits).
-        params: its parameters.
+        params: its parameters, q/k/v and gate/up fused or not (``fuse_projections``);
+            under tensor parallelism they are sharded apart (``shard_params``).
         attention: the selected attention backend object.
         sample: the sampler, ``sample(logits, SamplingBatch) -> SamplerOutput`` (traceable).
         kv_cache: the page allocator (read for page tables).
@@ -109,7 +111,7 @@ class ModelRunner:
         else:  # a backend may keep weights in its kernels' layout (sharding needs arrays)
             params = pack_matmul_weights(
                 params,
-                model.matmul_weight_paths(),
+                held_weight_paths(params, model.matmul_weight_paths()),
                 matmul_backend,
                 tied_lm_head=model.tied_lm_head_paths(),
             )

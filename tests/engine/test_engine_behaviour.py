@@ -226,3 +226,14 @@ def test_use_aot_forward_compiles_every_bucket_up_front(make_engine):
     assert compiled == len(engine.runner.bucket_shapes()) > 1
     engine.generate(RAW_PROMPTS[:6], SamplingParams(temperature=0, max_tokens=8))
     assert engine.runner.num_compilations == compiled
+
+
+def test_without_tensor_parallelism_the_runner_fuses_q_k_v_and_gate_up(engine):
+    for layer in engine.runner.params["layers"]:
+        assert sorted(k for k in layer["attn"] if k in ("q", "k", "v", "qkv")) == ["qkv"]
+        assert sorted(k for k in layer["mlp"] if k in ("gate", "up", "gate_up")) == ["gate_up"]
+    hidden, heads, kv_heads, head_dim = 576, 9, 3, 64  # SmolLM2-135M
+    assert engine.runner.params["layers"][0]["attn"]["qkv"].shape == (
+        hidden,
+        (heads + 2 * kv_heads) * head_dim,
+    )

@@ -99,7 +99,7 @@ def test_engine_reports_its_backends_and_cpu_equals_xla_greedy():
         )
         try:
             assert engine.matmul_backend_name == name
-            packed = isinstance(engine.runner.params["layers"][0]["mlp"]["gate"], PackedWeight)
+            packed = isinstance(engine.runner.params["layers"][0]["mlp"]["gate_up"], PackedWeight)
             assert packed == (name == "cpu")
             assert not isinstance(engine.runner.params["embed_tokens"], PackedWeight)
             # the tied LM head: a packed copy of the transposed embedding with `cpu` only

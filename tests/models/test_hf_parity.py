@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from esurge_core.models.fused_projections import fuse_projections, held_weight_paths
 from tests.models.hf_reference import VOCAB, hf_logits
 from tests.models.paged_batch import PagedBatchRunner
 
@@ -81,3 +82,18 @@ def test_bfloat16_weights_with_float32_activations_stay_close_to_hf(hf_case):
     ours = prefill_and_decode(PagedBatchRunner(model, params))
     reference = hf_logits(hf_case.hf_model, PROMPT + DECODED)
     assert relative_error(ours, reference) < BF16_TOLERANCE
+
+
+def test_fused_projections_match_hf_and_the_separate_ones(hf_case):
+    model, params = hf_case.load("float32")
+    separate = prefill_and_decode(PagedBatchRunner(model, params))
+    model, params = hf_case.load("float32")
+    fuse_projections(params, model.matmul_weight_paths())
+    weight_paths = held_weight_paths(params, model.matmul_weight_paths())
+    fused_names = {path[-1] for path in weight_paths} & {"qkv", "gate_up"}
+    assert fused_names == {"qkv", "gate_up"}
+    assert not {path[-1] for path in weight_paths} & {"q", "k", "v", "gate", "up"}
+    ours = prefill_and_decode(PagedBatchRunner(model, params))
+    reference = hf_logits(hf_case.hf_model, PROMPT + DECODED)
+    assert relative_error(ours, reference) < FP32_TOLERANCE
+    np.testing.assert_allclose(ours, separate, rtol=0, atol=1e-5 * np.abs(separate).max())
