@@ -9,8 +9,8 @@ The blocks of ``transformer_blocks`` compute from either layout: ``project_qkv``
 ``qkv`` (and ``qkv_bias``) when present, ``gated_mlp`` uses ``gate_up``. The engine's loader
 fuses the params once (``fuse_projections``, in place, so no second copy of the weights is
 ever held); tensor parallelism shards q/k/v by heads and gate/up by columns, which a
-concatenated matrix does not line up with, so its runner takes them apart again first
-(``split_projections``).
+concatenated matrix does not line up with, so ``TensorParallelPlan.shard_params`` takes them
+apart again first (``split_projections``).
 """
 
 from __future__ import annotations
