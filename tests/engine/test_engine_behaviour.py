@@ -228,7 +228,7 @@ def test_use_aot_forward_compiles_every_bucket_up_front(make_engine):
     assert engine.runner.num_compilations == compiled
 
 
-def test_without_tensor_parallelism_the_runner_fuses_q_k_v_and_gate_up(engine):
+def test_without_tensor_parallelism_the_engine_holds_q_k_v_and_gate_up_fused(engine):
     for layer in engine.runner.params["layers"]:
         assert sorted(k for k in layer["attn"] if k in ("q", "k", "v", "qkv")) == ["qkv"]
         assert sorted(k for k in layer["mlp"] if k in ("gate", "up", "gate_up")) == ["gate_up"]
