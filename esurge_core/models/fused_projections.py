@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from esurge_core.models.params import ParamPath, ParamSpec
@@ -74,7 +75,7 @@ def held_weight_paths(params: dict, weight_paths: Sequence[ParamPath]) -> list[P
 def split_projections(params: dict, specs: Sequence[ParamSpec]) -> dict:
     """A copy of ``params`` (new containers) with every fused weight split into its parts,
     each part as wide as its spec says (``specs``: the model's ``param_specs()``)."""
-    params = _copy_containers(params)
+    params = jax.tree.map(lambda leaf: leaf, params)  # new containers, the same arrays
     widths = {spec.path: spec.hf_shape[0] for spec in specs if spec.matmul_weight}
     for path in widths:
         node, name = _node(params, path[:-1]), path[-1]
@@ -117,11 +118,3 @@ def _node(params: Any, path: ParamPath) -> Any:
     for key in path:
         node = node[key]
     return node
-
-
-def _copy_containers(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: _copy_containers(value) for key, value in tree.items()}
-    if isinstance(tree, list):
-        return [_copy_containers(value) for value in tree]
-    return tree
