@@ -76,6 +76,43 @@ def test_real_rows_match_xla_and_padding_rows_are_zero(rng, x_dtype, out_dtype, 
 
 
 @pytest.mark.parametrize(
+    ("m", "num_rows", "k"),
+    [
+        (32, 31, 576),  # one row under the portable kernel's widening threshold
+        (32, 32, 576),  # at it: one item of 32 rows per column block
+        (2048, 2048, 577),  # a full prefill bucket: many row chunks per widened block, odd K
+        (96, 70, 1536),  # K in eight blocks (SmolLM2's down projection)
+    ],
+)
+def test_products_of_many_rows_match_xla_on_each_side_of_the_widening(rng, m, num_rows, k):
+    x, w = _operands(rng, m, k, 192)
+    got = bf16_packed_matmul(x, pack_bf16_weight(w), jnp.int32(num_rows), n=192)
+    _assert_close(np.asarray(got)[:num_rows], np.asarray(xla_matmul(x, w))[:num_rows])
+    assert not np.asarray(got)[num_rows:].any()
+
+
+def test_chained_products_in_one_computation_each_use_their_own_weights(rng):
+    # The portable kernel keeps a thread's widened block for its next item of the same
+    # product (keyed by a per-call number, not only the address, since a later product's
+    # weights may get a freed buffer); consecutive products, with weights packed inside the
+    # computation, must each see their own.
+    x = jnp.asarray(rng.standard_normal((256, 64)), jnp.float32)
+    weights = [_operands(rng, 1, 64, 128)[1] for _ in range(4)]
+
+    @jax.jit
+    def chained(x, weights):
+        y = x
+        for w in weights:
+            y = bf16_packed_matmul(y, pack_bf16_weight(w), jnp.int32(256), n=128)[:, :64]
+        return y
+
+    want = x
+    for w in weights:
+        want = xla_matmul(want, w)[:, :64]
+    np.testing.assert_allclose(chained(x, weights), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
     ("x_shape", "packed_shape", "n", "x_dtype", "message"),
     [
         ((4, 64), (1, 31, 64), 64, "float32", r"need w_packed uint32\(1, 32, 64\)"),

@@ -17,9 +17,11 @@
 // per-thread buffer (a cost shared by all rows of the item), then runs a register-blocked
 // micro-kernel of up to kRows rows x kBlockVectors vectors of sums over it. Without
 // AVX512-BF16 only the packed product is built, with a portable micro-kernel of fp32 FMAs
-// (below) over the same layout.
+// (below) over the same layout, and for items of many rows a plain fp32 tile over the item's
+// block widened to fp32 once.
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -213,6 +215,12 @@ inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uin
   }
 }
 
+// The pair kernel reads the packed words as they are (nothing to widen).
+inline bool WidensItem(int64_t) { return false; }
+inline int64_t ItemSteps(int64_t rows, int, int64_t pairs) {
+  return (rows + kRows - 1) / kRows * pairs;
+}
+
 // x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
 // fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16: nearest even, NaN stays NaN).
 template <typename TX>
@@ -301,6 +309,144 @@ inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uin
   for (int g = 0; g < kChunks; g += kGroup) {
     PortableTile<R, kGroup>(x, width, pairs, packed + g * kPortableLanes, packed_stride,
                             y + r0 * N + n0 + g * kPortableLanes, N, ahead);
+  }
+}
+
+// Items of many rows: the register budget of 16 AVX2 registers leaves the in-register
+// widening above 4 rows x 16 columns with two dependent FMAs per sum and pass over K, which
+// ran at 85-105 GFLOP/s on a Zen 3 where XLA's fp32 dot ran at 125. So an item of at least
+// kWidenMinRows rows first widens its packed block into fp32 once, in a per-thread buffer
+// (16-column chunks, each `2 * pairs` rows of 16 floats, contiguous), and then runs a plain
+// fp32 tile of kWideRows rows x 16 columns over it: 12 independent sums, two weight vectors
+// and one broadcast per k, the shape of the usual AVX2 GEMM kernels. The widening is a
+// single pass over the block, shared by every row of the item.
+constexpr int kWideRows = 6;
+constexpr int64_t kWidenMinRows = 32;
+constexpr int kWideColumns = 16;
+constexpr int64_t kWideKBlock = 192;
+
+// Chunk c (16 columns) of the item's fp32 weights at wide + c * 2 * pairs * 16: row k holds
+// W[k, 16c .. 16c + 15] of the item's columns.
+inline void WidenBlock(const uint32_t* packed, int64_t packed_stride, int64_t pairs, int chunks,
+                       float* wide, AheadPrefetcher& ahead) {
+  for (int c = 0; c < chunks; ++c) {
+    float* dst = wide + c * 2 * pairs * kWideColumns;
+    for (int64_t kp = 0; kp < pairs; ++kp) {
+      ahead.Step();
+      const uint32_t* src = packed + kp * packed_stride + c * kWideColumns;
+      U8 low, high;
+      std::memcpy(&low, src, sizeof low);
+      std::memcpy(&high, src + kPortableLanes, sizeof high);
+      const F8 even_low = (F8)(low << 16), even_high = (F8)(high << 16);
+      const F8 odd_low = (F8)(low & 0xFFFF0000u), odd_high = (F8)(high & 0xFFFF0000u);
+      float* row = dst + 2 * kp * kWideColumns;
+      std::memcpy(row, &even_low, sizeof even_low);
+      std::memcpy(row + kPortableLanes, &even_high, sizeof even_high);
+      std::memcpy(row + kWideColumns, &odd_low, sizeof odd_low);
+      std::memcpy(row + kWideColumns + kPortableLanes, &odd_high, sizeof odd_high);
+    }
+  }
+}
+
+// Rows [0, R) of x (fp32 values, `x_stride` apart) times `k_count` rows of one widened
+// 16-column chunk, added to (or, for the first K block, stored in) R x 16 fp32 sums.
+template <int R>
+inline void WideTile(const float* x, int64_t x_stride, int64_t k_count, const float* wide,
+                     float* sums, int64_t sums_stride, bool accumulate) {
+  F8 acc[R][2] = {};
+  if (accumulate) {
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < 2; ++c) {
+        std::memcpy(&acc[r][c], sums + r * sums_stride + c * kPortableLanes, sizeof acc[r][c]);
+      }
+    }
+  }
+  for (int64_t k = 0; k < k_count; ++k) {
+    F8 low, high;
+    std::memcpy(&low, wide + k * kWideColumns, sizeof low);
+    std::memcpy(&high, wide + k * kWideColumns + kPortableLanes, sizeof high);
+    for (int r = 0; r < R; ++r) {
+      const float xv = x[r * x_stride + k];
+      acc[r][0] += xv * low;
+      acc[r][1] += xv * high;
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < 2; ++c) {
+      std::memcpy(sums + r * sums_stride + c * kPortableLanes, &acc[r][c], sizeof acc[r][c]);
+    }
+  }
+}
+
+inline void WideTileAnyRows(int rows, const float* x, int64_t x_stride, int64_t k_count,
+                            const float* wide, float* sums, int64_t sums_stride,
+                            bool accumulate) {
+  switch (rows) {
+    case 6: return WideTile<6>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+    case 5: return WideTile<5>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+    case 4: return WideTile<4>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+    case 3: return WideTile<3>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+    case 2: return WideTile<2>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+    default: return WideTile<1>(x, x_stride, k_count, wide, sums, sums_stride, accumulate);
+  }
+}
+
+inline bool WidensItem(int64_t rows) { return rows >= kWidenMinRows; }
+
+// Numbers the packed products, for the widened blocks kept between items.
+std::atomic<uint64_t> g_packed_calls{0};
+
+// Micro-kernel steps (AheadPrefetcher::Step calls) of an item of `rows` rows and `vectors`
+// 16-column vectors: on the widened path one per pair of the widening pass and one per
+// chunk and K block.
+inline int64_t ItemSteps(int64_t rows, int vectors, int64_t pairs) {
+  if (!WidensItem(rows)) return (rows + kRows - 1) / kRows * pairs;
+  return (pairs + (2 * pairs + kWideKBlock - 1) / kWideKBlock) * vectors;
+}
+
+// Rows [r_begin, r_end) of y, columns [n0, n0 + 16 * vectors), through the widened block:
+// K in blocks of kWideKBlock, so that a chunk's block of weights (12 KB) stays in L1 while
+// every row tile of the item passes over it; the sums stay fp32 until the last block.
+// Items are numbered row chunk fastest, so a thread's next item is mostly the same block's
+// next rows: the widened block is kept per thread and reused while the call (numbered, so a
+// later call's weights at the same address are widened afresh) and the block are the same.
+template <typename TY>
+void WideRowsOfBlock(uint64_t call, int vectors, const uint32_t* xp, int64_t pairs,
+                     int64_t r_begin, int64_t r_end, const uint32_t* packed,
+                     int64_t packed_stride, TY* y, int64_t N, int64_t n0,
+                     AheadPrefetcher& ahead) {
+  const int64_t width = 2 * pairs, columns = vectors * kWideColumns, rows = r_end - r_begin;
+  thread_local std::vector<float> wide, sums;
+  thread_local uint64_t widened_call = 0;
+  thread_local const uint32_t* widened_block = nullptr;
+  if (sums.size() < static_cast<size_t>(rows * columns)) sums.resize(rows * columns);
+  if (widened_call != call || widened_block != packed) {
+    if (wide.size() < static_cast<size_t>(width * columns)) wide.resize(width * columns);
+    WidenBlock(packed, packed_stride, pairs, vectors, wide.data(), ahead);
+    widened_call = call;
+    widened_block = packed;
+  }
+  const float* x = reinterpret_cast<const float*>(xp) + r_begin * width;
+  for (int64_t k0 = 0; k0 < width; k0 += kWideKBlock) {
+    const int64_t k_count = std::min<int64_t>(kWideKBlock, width - k0);
+    for (int c = 0; c < vectors; ++c) {
+      ahead.Step();
+      const float* chunk = wide.data() + (c * width + k0) * kWideColumns;
+      for (int64_t r = 0; r < rows; r += kWideRows) {
+        WideTileAnyRows(static_cast<int>(std::min<int64_t>(kWideRows, rows - r)),
+                        x + r * width + k0, width, k_count, chunk,
+                        sums.data() + r * columns + c * kWideColumns, columns, k0 > 0);
+      }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = sums.data() + r * columns;
+    TY* dst = y + (r_begin + r) * N + n0;
+    if constexpr (sizeof(TY) == 4) {
+      std::memcpy(dst, src, columns * sizeof(float));
+    } else {
+      for (int64_t j = 0; j < columns; ++j) dst[j] = F32ToBf16(src[j]);
+    }
   }
 }
 
@@ -462,20 +608,30 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     return ItemSpan{r_begin, std::min<int64_t>(rows, r_begin + chunk_rows), v0,
                     static_cast<int>(std::min<int64_t>(item_vectors, vectors_total - v0))};
   };
+#if !ESURGE_HAS_BF16_PAIRS
+  const uint64_t call = g_packed_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+#endif
   auto first_word = [&](int64_t v0) {
     return wp + (v0 / kBlockVectors) * block_words + (v0 % kBlockVectors) * kLanes;
   };
   esurge_cpu::ParallelFor(items, [&](int64_t item) {
     const ItemSpan it = span(item);
     if (it.r_begin >= it.r_end) return;
+    const int64_t item_rows = it.r_end - it.r_begin;
     AheadPrefetcher ahead;
     if (item + threads < items) {
       const ItemSpan next = span(item + threads);
       ahead = AheadPrefetcher(first_word(next.v0), pairs, next.vectors * kLanes * 4,
                               kBlockVectors * kLanes * 4);
-      const int64_t steps = (it.r_end - it.r_begin + kRows - 1) / kRows * pairs;
+      const int64_t steps = ItemSteps(item_rows, it.vectors, pairs);
       ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
     }
+#if !ESURGE_HAS_BF16_PAIRS
+    if (WidensItem(item_rows)) {
+      return WideRowsOfBlock(call, it.vectors, xp, pairs, it.r_begin, it.r_end, first_word(it.v0),
+                             kBlockVectors * kLanes, y, N, it.v0 * kLanes, ahead);
+    }
+#endif
     RowsOfBlockAnyWidth(it.vectors, xp, pairs, it.r_begin, it.r_end, first_word(it.v0),
                         kBlockVectors * kLanes, y, N, it.v0 * kLanes, ahead);
   });
