@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from esurge_core.matmul.backend import MatmulBackend, xla_matmul
 from esurge_core.matmul.packed_weight import PackedWeight
+from esurge_core.param_paths import node_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +102,15 @@ def pack_matmul_weights(
         return params
     params = jax.tree.map(lambda leaf: leaf, params)  # new containers, the same arrays
     for path in paths:
-        node = _parent(params, path)
+        node = node_at(params, path[:-1])
         packed = pack(node[path[-1]])
         if packed is not None:
             node[path[-1]] = packed
     if tied_lm_head is not None:
         embedding_path, head_path = tied_lm_head
-        packed = pack(_at(params, embedding_path).T)
+        packed = pack(node_at(params, embedding_path).T)
         if packed is not None:
-            _parent(params, head_path)[head_path[-1]] = packed
+            node_at(params, head_path[:-1])[head_path[-1]] = packed
     return params
 
 
@@ -120,17 +121,6 @@ def packed_lm_head_bytes(
     packs = getattr(backend, "packs_weight", None)
     if tied_lm_head is None or packs is None:
         return 0
-    embedding = _at(params, tied_lm_head[0])
+    embedding = node_at(params, tied_lm_head[0])
     head = jax.ShapeDtypeStruct(embedding.shape[::-1], embedding.dtype)
     return int(embedding.nbytes) if packs(head) else 0
-
-
-def _parent(params: Any, path: tuple) -> Any:
-    node = params
-    for key in path[:-1]:
-        node = node[key]
-    return node
-
-
-def _at(params: Any, path: tuple) -> Any:
-    return _parent(params, path)[path[-1]]

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from esurge_core.models.params import ParamPath, ParamSpec
+from esurge_core.param_paths import node_at
 
 #: Suffix of a projection's bias next to its weight (``q`` -> ``q_bias``).
 BIAS_SUFFIX = "_bias"
@@ -52,7 +53,7 @@ def fuse_projections(params: dict, weight_paths: Sequence[ParamPath]) -> None:
     """
     known = set(map(tuple, weight_paths))
     for parent_path in dict.fromkeys(tuple(path[:-1]) for path in known):
-        node = _node(params, parent_path)
+        node = node_at(params, parent_path)
         for fusion in FUSIONS:
             parts = {(*parent_path, part) for part in fusion.parts}
             if parts <= known and _fusable(node, fusion):
@@ -63,7 +64,7 @@ def held_weight_paths(params: dict, weight_paths: Sequence[ParamPath]) -> list[P
     """``weight_paths`` as ``params`` holds them: each fused set's parts as the fused path."""
     held: list[ParamPath] = []
     for path in map(tuple, weight_paths):
-        node, name = _node(params, path[:-1]), path[-1]
+        node, name = node_at(params, path[:-1]), path[-1]
         fusion = next((f for f in FUSIONS if name in f.parts), None)
         if isinstance(node, dict) and name not in node and fusion and fusion.name in node:
             path = (*path[:-1], fusion.name)
@@ -78,7 +79,7 @@ def split_projections(params: dict, specs: Sequence[ParamSpec]) -> dict:
     params = jax.tree.map(lambda leaf: leaf, params)  # new containers, the same arrays
     widths = {spec.path: spec.hf_shape[0] for spec in specs if spec.matmul_weight}
     for path in widths:
-        node, name = _node(params, path[:-1]), path[-1]
+        node, name = node_at(params, path[:-1]), path[-1]
         fusion = next((f for f in FUSIONS if name == f.parts[0]), None)
         if fusion is None or not isinstance(node, dict) or fusion.name not in node:
             continue
@@ -111,10 +112,3 @@ def _fuse(node: dict, fusion: Fusion) -> None:
     biases = [f"{part}{BIAS_SUFFIX}" for part in fusion.parts]
     if biases[0] in node:
         node[f"{fusion.name}{BIAS_SUFFIX}"] = jnp.concatenate([node.pop(b) for b in biases])
-
-
-def _node(params: Any, path: ParamPath) -> Any:
-    node = params
-    for key in path:
-        node = node[key]
-    return node
