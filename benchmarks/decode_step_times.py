@@ -20,8 +20,9 @@ import statistics
 import time
 
 import jax
+from peers.esurge_peer import workload_engine
 
-from esurge_core import SamplingParams, eSurge
+from esurge_core import SamplingParams
 from esurge_core.host_malloc import malloc_is_tuned, reexec_with_tuned_malloc
 
 
@@ -34,16 +35,9 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=128)
     args = parser.parse_args()
     reexec_with_tuned_malloc()
-    engine = eSurge(
-        "smollm2-135m-instruct",
-        max_model_len=1024,
+    engine = workload_engine(
         max_num_seqs=max(64, *args.batches),
-        max_num_batched_tokens=2048,
-        kv_cache_memory=2 << 30,
         page_size=args.page_size,
-        dtype="float32",
-        param_dtype="bfloat16",
-        kv_cache_dtype="bfloat16",
         matmul=args.matmul,
         attention=args.attention,
     )

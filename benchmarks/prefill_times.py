@@ -15,8 +15,9 @@ import statistics
 import time
 
 import numpy as np
+from peers.esurge_peer import workload_engine
 
-from esurge_core import SamplingParams, eSurge
+from esurge_core import SamplingParams
 from esurge_core.host_malloc import reexec_with_tuned_malloc
 
 PROMPT_LEN = 128
@@ -28,16 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     args = parser.parse_args()
     reexec_with_tuned_malloc()
-    engine = eSurge(
-        "smollm2-135m-instruct",
-        max_model_len=1024,
-        max_num_seqs=64,
-        max_num_batched_tokens=2048,
-        kv_cache_memory=2 << 30,
-        dtype="float32",
-        param_dtype="bfloat16",
-        kv_cache_dtype="bfloat16",
-    )
+    engine = workload_engine()
     rng = np.random.default_rng(0)
     params = SamplingParams(temperature=0, max_tokens=1)
     try:

@@ -25,14 +25,12 @@ import statistics
 from pathlib import Path
 
 import jax
+from peers.esurge_peer import warm_up, workload_engine
 
-from esurge_core import SamplingParams, eSurge
+from esurge_core import SamplingParams
 from esurge_core.host_malloc import reexec_with_tuned_malloc
 
 STEP_MODULE = "jit_step"
-#: Warm-up generations at most, until one compiles nothing (so the traced one compiles
-#: nothing either; docs/PERFORMANCE.md steps 20-21).
-MAX_WARM_UP_RUNS = 4
 
 
 def _step_events(trace_dir: Path) -> dict[str, list[dict]]:
@@ -67,35 +65,21 @@ def main() -> None:
     parser.add_argument("--trace-dir", type=Path, default=Path("/tmp/esurge_profile_steps"))
     args = parser.parse_args()
     reexec_with_tuned_malloc()
-    engine = eSurge(
-        "smollm2-135m-instruct",
-        max_model_len=1024,
-        max_num_seqs=max(64, args.batch),
-        max_num_batched_tokens=2048,
-        kv_cache_memory=2 << 30,
-        dtype="float32",
-        param_dtype="bfloat16",
-        kv_cache_dtype="bfloat16",
-        matmul=args.matmul,
-        attention=args.attention,
+    engine = workload_engine(
+        max_num_seqs=max(64, args.batch), matmul=args.matmul, attention=args.attention
     )
     params = SamplingParams(temperature=0, max_tokens=args.output_len, ignore_eos=True)
 
-    def prompts(first: int) -> list[dict]:
-        return [
-            {"prompt_token_ids": list(range(first + i, first + i + args.prompt_len))}
-            for i in range(args.batch)
-        ]
+    def prompts(first: int) -> list[list[int]]:
+        return [list(range(first + i, first + i + args.prompt_len)) for i in range(args.batch)]
 
     try:
-        for warm_run in range(MAX_WARM_UP_RUNS):  # until a run compiles nothing
-            compiled = engine.runner.num_compilations
-            engine.generate(prompts(10_000 + 1000 * warm_run), params)
-            if engine.runner.num_compilations == compiled:
-                break
+        # Until a run compiles nothing, so the traced one compiles nothing either
+        # (docs/PERFORMANCE.md steps 20-21).
+        warm_up(engine, prompts(10_000), params)
         compiled = engine.runner.num_compilations
         with jax.profiler.trace(str(args.trace_dir), create_perfetto_trace=True):
-            engine.generate(prompts(1000), params)
+            engine.generate([{"prompt_token_ids": p} for p in prompts(1000)], params)
         recompiled = engine.runner.num_compilations - compiled
     finally:
         engine.close()

@@ -143,7 +143,9 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
     return argv, process_env(precision)
 
 
-def _engine(precision: str, **overrides):
+def workload_engine(precision: str = "bf16-weights-kv", **overrides):
+    """The engine of the W1-W4 workloads (``ENGINE`` settings) in ``precision``;
+    ``overrides`` are further engine keywords (the step benchmarks use it too)."""
     from esurge_core import eSurge
 
     return eSurge(MODEL, **{**ENGINE, **engine_options(precision), **overrides})
@@ -158,7 +160,7 @@ def _relabelled(prompts: list[list[int]], shift: int) -> list[list[int]]:
     return [[successor[t] for t in p] for p in prompts]
 
 
-def _warm_up(engine, prompts: list[list[int]], params) -> None:
+def warm_up(engine, prompts: list[list[int]], params) -> None:
     """Run relabelled copies of the warm prompts until a run compiles nothing (at most
     ``MAX_WARM_UP_RUNS``): steady-state throughput is what W1 / W4 measure.
 
@@ -174,7 +176,7 @@ def _warm_up(engine, prompts: list[list[int]], params) -> None:
 
 
 def _throughput(engine, spec: dict) -> tuple[float, int]:
-    """Output tokens/s of one ``generate`` over the prompts after ``_warm_up``, and how many
+    """Output tokens/s of one ``generate`` over the prompts after ``warm_up``, and how many
     step shapes were compiled during it (0 unless the warm-up ran out of runs).
 
     The warm prompts differ from the timed ones, so the timed run finds in the prefix cache
@@ -183,7 +185,7 @@ def _throughput(engine, spec: dict) -> tuple[float, int]:
     from esurge_core import SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=spec["output_len"], ignore_eos=True)
-    _warm_up(engine, spec["warm"], params)
+    warm_up(engine, spec["warm"], params)
     compiled = engine.runner.num_compilations
     start = time.perf_counter()
     outputs = engine.generate([{"prompt_token_ids": p} for p in spec["prompts"]], params)
@@ -235,7 +237,7 @@ def offline(workload_file: Path, out: Path) -> dict:
 
     malloc = "tuned" if malloc_is_tuned() else "default"
     packing = "off" if os.environ.get(PACK_WEIGHTS_VARIABLE) == "0" else "on"
-    engine = _engine(precision)
+    engine = workload_engine(precision)
     backends = f"attention {engine.attention_backend_name}, matmul {engine.matmul_backend_name}"
     timed_compilations: dict[str, int] = {}
     if "W1" in specs:
@@ -252,7 +254,7 @@ def offline(workload_file: Path, out: Path) -> dict:
         add("W4", "output tokens/s", tokens_per_second, "tok/s")
     engine.close()
     if "W4" in specs:
-        off = _engine(precision, enable_prefix_caching=False)
+        off = workload_engine(precision, enable_prefix_caching=False)
         tokens_per_second, timed_compilations["W4 off"] = _throughput(off, specs["W4"])
         add("W4", "output tokens/s (prefix caching off)", tokens_per_second, "tok/s")
         off.close()
