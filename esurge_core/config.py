@@ -98,6 +98,10 @@ class SchedulerConfig(_Section):
     enable_preemption: bool = Field(
         True, description="Preempt running requests when pages run out (else fail the newest)."
     )
+    async_scheduling: bool = Field(
+        True,
+        description="Plan and queue the next step while the current one runs (one step ahead).",
+    )
 
 
 class RuntimeConfig(_Section):

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from esurge_core.capabilities import Requirements
@@ -26,7 +27,7 @@ from esurge_core.components import ComponentKind
 from esurge_core.config import EngineConfig
 from esurge_core.engine.model_loading import load_model
 from esurge_core.engine.outputs import RequestOutput
-from esurge_core.engine.request import FinishReason, Request
+from esurge_core.engine.request import PENDING_TOKEN, FinishReason, Request
 from esurge_core.engine.request_tracker import ChoiceTracker, RequestTracker
 from esurge_core.errors import ESurgeError
 from esurge_core.kv_cache.sizing import plan_kv_cache_for_device
@@ -34,10 +35,10 @@ from esurge_core.matmul.dispatch import packed_lm_head_bytes
 from esurge_core.metrics import EngineMetrics, Monitoring
 from esurge_core.platform import current_platform
 from esurge_core.plugin_manager import get_plugin_manager
-from esurge_core.runner.model_runner import ModelRunner
+from esurge_core.runner.model_runner import ModelRunner, PendingStep
 from esurge_core.sampling.params import SamplingParams
 from esurge_core.sampling.rng import request_seed
-from esurge_core.scheduling.scheduler import Scheduler
+from esurge_core.scheduling.scheduler import Scheduler, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,21 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 
 class EngineDeadError(ESurgeError, RuntimeError):
     """The engine loop has stopped (closed, or a fatal error); no request can be served."""
+
+
+@dataclass(slots=True)
+class _InFlightStep:
+    """A queued step whose tokens have not been applied yet.
+
+    ``slots[row]`` is where the token of sampling row ``row`` goes in its request's
+    ``output_token_ids`` (a ``PENDING_TOKEN`` there, or the end of the list for a request that
+    will certainly finish with it and so holds no pending token).
+    """
+
+    plan: SchedulerOutput
+    pending: PendingStep
+    slots: list[int]
+    started: float
 
 
 class _SyncSink:
@@ -193,6 +209,7 @@ class eSurge:
             compiled = self.runner.precompile(progress=True)
             logger.info("compiled %d step buckets ahead of time", compiled)
         self._trackers: dict[str, RequestTracker] = {}
+        self._in_flight: _InFlightStep | None = None
         self._inbox: deque[tuple[str, Any]] = deque()
         self._ids = itertools.count()
         self._step_lock = threading.Lock()
@@ -200,9 +217,9 @@ class eSurge:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._fatal: BaseException | None = None
-        self.num_steps = 0
+        self.num_steps = 0  # compiled steps queued (one per non-empty plan)
         self.last_step_time = time.monotonic()
-        # Monitoring (docs/monitoring.md): one record_step call per step, scrapes read state.
+        # Monitoring (docs/monitoring.md): record_step calls per step, scrapes read state.
         self.metrics = EngineMetrics(
             self.model_name,
             scheduler=self.scheduler,
@@ -287,38 +304,104 @@ class eSurge:
         return list(self._trackers)
 
     def has_unfinished_requests(self) -> bool:
-        """Whether any request is queued or running."""
-        return bool(self._inbox) or self.scheduler.num_unfinished > 0
+        """Whether any request is queued or running, or a step's tokens are still due."""
+        return bool(self._inbox) or self.scheduler.num_unfinished > 0 or self._in_flight is not None
 
     def step(self) -> list[RequestOutput]:
-        """Run one engine step; return the outputs of every request that changed."""
+        """Run one engine step; return the outputs of every request that changed.
+
+        With ``async_scheduling`` (the default) a step plans and queues the next compiled
+        step before it waits for the previous one's tokens, so the host's work (planning,
+        packing, detokenising, emitting) overlaps the compiled step; the tokens a call returns
+        are those of the step queued by the call before. Without it, a step waits for its own.
+        """
         with self._step_lock:
             started = time.monotonic()
             touched: dict[str, RequestTracker] = {}
             self._drain_inbox(touched)
+            # The step in flight stays in self._in_flight until its tokens are applied and
+            # recorded, so has_unfinished_requests() holds while it is being applied.
+            previous = self._in_flight
+            if previous is not None and not self._may_plan_ahead_of(previous):
+                self._apply(previous, touched)
+                previous = None
             plan = self.scheduler.schedule()
             for request in plan.preempted:
                 if request.is_finished:  # preemption disabled: failed instead
                     tracker = self._trackers[request.parent_id]
                     tracker.choices[request.choice_index].on_finished_elsewhere()
                     touched[tracker.request_id] = tracker
-            if plan.chunks:
-                result = self.runner.execute(plan.chunks)
-                for row, chunk in enumerate(result.sampled):
-                    request = chunk.request
-                    token_id = int(result.token_ids[row])
-                    request.output_token_ids.append(token_id)
-                    tracker = self._trackers[request.parent_id]
-                    logprob, top = _row_logprobs(result, row, request.sampling_params.logprobs)
-                    reason = tracker.choices[request.choice_index].on_token(token_id, logprob, top)
-                    if reason is not None:
-                        self.scheduler.finish_requests([request], reason)
-                        request.finish(reason)
-                    touched[tracker.request_id] = tracker
-            self.num_steps += 1
+            queued = self._dispatch(plan, previous, started) if plan.chunks else None
+            if previous is not None:
+                self._apply(previous, touched)
+            if queued is not None and not self.config.scheduler.async_scheduling:
+                self._apply(queued, touched)
+                queued = None
             self.last_step_time = time.monotonic()
-            self.metrics.record_step(plan, touched.values(), started, self.last_step_time)
+            # The requests that ended (their stamps are set by the steps applied above).
+            self.metrics.record_step(
+                SchedulerOutput(), touched.values(), started, self.last_step_time
+            )
+            self._in_flight = queued
             return self._emit(touched)
+
+    def _may_plan_ahead_of(self, step: _InFlightStep) -> bool:
+        """Whether the next step can be planned before ``step``'s tokens are back: not when
+        asynchronous scheduling is off, nor when a request of ``step`` samples with penalties
+        (its next sampling reads every token it generated)."""
+        return self.config.scheduler.async_scheduling and not any(
+            chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
+        )
+
+    def _dispatch(
+        self, plan: SchedulerOutput, previous: _InFlightStep | None, started: float
+    ) -> _InFlightStep:
+        """Queue ``plan``'s step and hold a pending token for each request that samples,
+        unless that token certainly ends the request (``max_tokens`` or ``max_model_len``
+        reached): such a request is not planned again before its token is back."""
+        pending = self.runner.dispatch(plan.chunks, None if previous is None else previous.pending)
+        self.num_steps += 1
+        slots = []
+        for chunk in pending.sampled:
+            request = chunk.request
+            slot = request.num_output_tokens
+            slots.append(slot)
+            last = slot + 1 >= request.max_tokens or request.num_tokens + 1 >= self.max_model_len
+            if not last:
+                request.output_token_ids.append(PENDING_TOKEN)
+        return _InFlightStep(plan, pending, slots, started)
+
+    def _apply(self, step: _InFlightStep, touched: dict[str, RequestTracker]) -> None:
+        """Wait for ``step``'s tokens and give them to their requests (stop checks, text)."""
+        result = self.runner.collect(step.pending)
+        dropped: set[str] = set()
+        for row, chunk in enumerate(result.sampled):
+            request = chunk.request
+            if request.is_finished:  # ended while the step ran (abort, or by its last token)
+                dropped.add(request.request_id)
+                continue
+            slot = step.slots[row]
+            token_id = int(result.token_ids[row])
+            outputs = request.output_token_ids
+            if slot < len(outputs):
+                outputs[slot] = token_id
+            else:
+                outputs.append(token_id)
+            tracker = self._trackers[request.parent_id]
+            logprob, top = _row_logprobs(result, row, request.sampling_params.logprobs)
+            choice = tracker.choices[request.choice_index]
+            reason = choice.on_token(token_id, logprob, top, num_output=slot + 1)
+            if reason is not None:
+                self.scheduler.finish_requests([request], reason)
+            touched[tracker.request_id] = tracker
+        plan = step.plan
+        if dropped:  # their tokens were never generated, as far as the metrics go
+            plan = SchedulerOutput(
+                [c for c in plan.chunks if c.request.request_id not in dropped],
+                plan.preempted,
+                plan.num_scheduled_tokens,
+            )
+        self.metrics.record_step(plan, (), step.started, time.monotonic())
 
     def _drain_inbox(self, touched: dict[str, RequestTracker]) -> None:
         while self._inbox:

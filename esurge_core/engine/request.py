@@ -5,6 +5,11 @@ finished with a reason. ``num_computed_tokens`` counts the tokens whose K/V are 
 ``num_tokens`` is prompt + output. A step schedules ``num_tokens - num_computed_tokens``
 tokens (all, or a chunk of a long prompt); when a step reaches ``num_tokens`` the request
 samples its next token.
+
+With asynchronous scheduling the engine plans step N+1 while step N runs: each token step N
+samples is held in ``output_token_ids`` by ``PENDING_TOKEN`` until it comes back, so the
+next step can already be planned around it (its input id is taken from step N's output on
+the device).
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from esurge_core.sampling.params import SamplingParams
+
+
+#: Output slot of a token sampled by a step that is still running (never a real token id).
+PENDING_TOKEN = -1
 
 
 class RequestStatus(Enum):
@@ -48,7 +57,7 @@ class Request:
         seed: the RNG seed actually used (drawn at admission when the caller gave none).
         eos_token_ids: token ids that end generation unless ``ignore_eos``.
         cache_salt: tenant salt for the prefix cache (set per API key by the server).
-        output_token_ids: generated tokens.
+        output_token_ids: generated tokens; the last may be ``PENDING_TOKEN``.
         num_computed_tokens: tokens whose K/V are written (advanced at schedule time).
         num_cached_tokens: prompt tokens served from the prefix cache at first admission.
         num_preemptions: how often this request was preempted.
@@ -99,6 +108,21 @@ class Request:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
+    def has_pending_token(self) -> bool:
+        """Whether the last output token is still being sampled by a running step."""
+        return bool(self.output_token_ids) and self.output_token_ids[-1] == PENDING_TOKEN
+
+    @property
+    def num_known_tokens(self) -> int:
+        """Prompt plus output tokens whose ids are known (``num_tokens`` less a pending one)."""
+        return self.num_tokens - self.has_pending_token
+
+    def drop_pending_token(self) -> None:
+        """Forget a pending token (the request ended before it came back)."""
+        if self.has_pending_token:
+            self.output_token_ids.pop()
+
+    @property
     def all_token_ids(self) -> list[int]:
         """Prompt followed by output (a new list)."""
         return self.prompt_token_ids + self.output_token_ids
@@ -125,9 +149,11 @@ class Request:
         return self.prompt_token_ids[start:] + self.output_token_ids[: end - prompt_len]
 
     def finish(self, reason: FinishReason, stop_reason: int | str | None = None) -> None:
-        """Mark the request finished (idempotent: the first reason wins)."""
+        """Mark the request finished (idempotent: the first reason wins); a pending token
+        is dropped, as nothing will read it."""
         if self.status is RequestStatus.FINISHED:
             return
+        self.drop_pending_token()
         self.status = RequestStatus.FINISHED
         self.finish_reason = reason
         self.stop_reason = stop_reason

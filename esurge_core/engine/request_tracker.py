@@ -51,9 +51,15 @@ class ChoiceTracker:
         token_id: int,
         logprob: float | None = None,
         top: list[tuple[int, float]] | None = None,
+        *,
+        num_output: int | None = None,
     ) -> FinishReason | None:
-        """Record a sampled token (already appended to the request); return a finish reason
-        when the sequence ends with it."""
+        """Record a sampled token (already in the request's outputs); return a finish reason
+        when the sequence ends with it.
+
+        ``num_output`` is how many tokens the request has generated with this one (default:
+        its output count; with asynchronous scheduling a pending token of the next step may
+        already follow it)."""
         request = self.request
         params = request.sampling_params
         completion = self.completion
@@ -62,7 +68,8 @@ class ChoiceTracker:
         if completion.logprobs is not None and logprob is not None:
             completion.logprobs.append(TokenLogprob(token_id, logprob, top or []))
             completion.cumulative_logprob = (completion.cumulative_logprob or 0.0) + logprob
-        num_output = request.num_output_tokens
+        if num_output is None:
+            num_output = request.num_output_tokens
         may_stop = num_output >= params.min_tokens
         reason: FinishReason | None = None
         stop_reason: int | str | None = None
@@ -76,7 +83,8 @@ class ChoiceTracker:
         if reason is None and check.stopped:
             reason, stop_reason = FinishReason.STOP, check.stop_string
         elif reason is None and (
-            num_output >= request.max_tokens or request.num_tokens >= self.max_model_len
+            num_output >= request.max_tokens
+            or request.num_prompt_tokens + num_output >= self.max_model_len
         ):
             reason = FinishReason.LENGTH
         if reason is not None and not check.stopped:

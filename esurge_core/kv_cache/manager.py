@@ -260,6 +260,7 @@ class KVCacheManager:
         *,
         cache_salt: str | None = None,
         lora_id: int | str | None = None,
+        num_known_tokens: int | None = None,
     ) -> bool:
         """Give the request pages for positions [0, num_computed_tokens + num_new_tokens).
 
@@ -278,23 +279,28 @@ class KVCacheManager:
             num_new_tokens: Tokens the request computes this step (>= 1).
             cache_salt: Tenant salt, used when the request is new to the manager.
             lora_id: Adapter id, used when the request is new to the manager.
+            num_known_tokens: How many leading entries of `token_ids` are real token ids
+                (default: all). Asynchronous scheduling computes a token that a running step
+                is still sampling; a page holding such a placeholder is published by a later
+                call, once its tokens are known.
 
         Raises:
             ValueError: the token counts are inconsistent.
             PrefixHitLostError: a prefix hit was evicted before this first allocation.
         """
         end = num_computed_tokens + num_new_tokens
-        num_known = len(token_ids)
-        if num_new_tokens < 1 or num_computed_tokens < 0 or end > num_known:
+        num_ids = len(token_ids)
+        if num_new_tokens < 1 or num_computed_tokens < 0 or end > num_ids:
             raise ValueError(
                 f"allocate({request_id!r}): need num_new_tokens >= 1, num_computed_tokens >= 0 "
                 f"and num_computed_tokens + num_new_tokens <= len(token_ids); got "
-                f"{num_computed_tokens} + {num_new_tokens} with {num_known} known tokens."
+                f"{num_computed_tokens} + {num_new_tokens} with {num_ids} token ids."
             )
+        known = num_ids if num_known_tokens is None else min(num_known_tokens, num_ids)
         state = self._requests.get(request_id)
         if state is None or not state.started:
             return self._allocate_first(
-                request_id, state, token_ids, num_computed_tokens, end, cache_salt, lora_id
+                request_id, state, token_ids, num_computed_tokens, end, known, cache_salt, lora_id
             )
         if num_computed_tokens < state.num_computed_tokens:
             raise ValueError(
@@ -310,7 +316,7 @@ class KVCacheManager:
         ):
             return False
         state.num_computed_tokens = num_computed_tokens
-        num_full = end // page_size
+        num_full = min(end, known) // page_size
         if num_full > state.num_registered_pages and self.enable_prefix_caching:
             self._register_full_pages(state, token_ids, num_full)
         return True
@@ -339,6 +345,7 @@ class KVCacheManager:
         token_ids: TokenIds,
         num_computed_tokens: int,
         end: int,
+        num_known: int,
         cache_salt: str | None,
         lora_id: int | str | None,
     ) -> bool:
@@ -387,7 +394,7 @@ class KVCacheManager:
         self._prefix_hits += num_computed_tokens - state.counted_hits
         state.counted_queries = state.counted_hits = state.hit_tokens = 0
         if self.enable_prefix_caching:
-            num_full = min(end, len(token_ids)) // page_size
+            num_full = min(end, num_known) // page_size
             if num_full > hit_pages:
                 self._register_full_pages(state, token_ids, num_full)
         return True

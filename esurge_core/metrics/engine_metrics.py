@@ -2,7 +2,8 @@
 
 Names follow vLLM (prefix ``esurge:``, label ``model_name``) so vLLM dashboards and alerts
 carry over; docs/monitoring.md lists every metric and its vLLM counterpart. The engine calls
-``record_step`` once at the end of each step. That call walks the step's scheduled chunks
+``record_step`` once for each step whose tokens it applies, and once at the end of each engine
+step for the requests that ended. That call walks the step's scheduled chunks
 (the engine walks them anyway), stamps the timing fields of each ``Request`` and feeds the
 per-step counters and histograms; request-level histograms are observed once per finished
 request. What the engine already counts (queues, KV-cache pages, prefix-cache lookups,
@@ -152,7 +153,8 @@ class EngineMetrics:
         started: float,
         ended: float,
     ) -> None:
-        """Record one engine step; called once per step by the engine, at its end.
+        """Record one engine step; called by the engine when a step's tokens are applied, and
+        at the end of each engine step with an empty plan for the requests that ended.
 
         Stamps ``first_scheduled_time``, ``first_token_time``, ``last_token_time`` and
         ``finished_time`` on the requests involved.

@@ -13,6 +13,13 @@ Per step the runner
 4. copies back only the sampled token ids (and log-probabilities when a row asked for them).
 
 Sampling rows come first in ``logits_indices``, so the sampler's batch rows line up with them.
+
+``dispatch`` and ``collect`` split a step for asynchronous scheduling: ``dispatch`` returns as
+soon as the step is queued (JAX runs it in the background), so the engine can plan and queue
+the next one before this one's tokens are back. A token the next step feeds in that is still
+being sampled (``PENDING_TOKEN``) is read on the device from the previous step's output:
+``token_source`` names its row there, and the step always returns its sampled ids padded to
+the largest sequence bucket, so that input has one shape whatever the previous step's bucket.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from esurge_core.attention.metadata import AttentionMetadata
+from esurge_core.engine.request import PENDING_TOKEN
 from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.matmul.backend import MatmulBackend
 from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
@@ -50,6 +58,8 @@ class StepInputs:
     positions: jax.Array  # int32[T]
     metadata: AttentionMetadata
     logits_indices: jax.Array  # int32[S]
+    # int32[T]: -1, or the row of the previous step's sampled ids that is this token's id
+    token_source: jax.Array
 
 
 @dataclass(slots=True)
@@ -64,6 +74,24 @@ class StepResult:
     logprobs: np.ndarray | None = None
     top_token_ids: np.ndarray | None = None
     top_logprobs: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class PendingStep:
+    """A dispatched step whose outputs may still be computing.
+
+    Attributes:
+        sampled: the chunks that sample, in the order of the sampler's rows.
+        output: the sampler's outputs (device arrays).
+        token_ids: the sampled ids padded to the largest sequence bucket (device), which the
+            next step reads its pending tokens from.
+        rows: request id -> its row in ``sampled``.
+    """
+
+    sampled: list[ScheduledChunk]
+    output: SamplerOutput
+    token_ids: jax.Array
+    rows: dict[str, int]
 
 
 class ModelRunner:
@@ -131,8 +159,11 @@ class ModelRunner:
             else parallel_plan.init_kv_caches(num_pages, self.page_size, kv_cache_dtype)
         )
         self.num_compilations = 0
+        max_seqs = self.seq_buckets[-1]
+        # What a step with no previous one reads its pending tokens from (it has none).
+        self._no_previous_tokens = jnp.zeros(max_seqs, jnp.int32)
 
-        def step(params, kv_caches, host_buffers, host_layout: HostLayout):
+        def step(params, kv_caches, previous_tokens, host_buffers, host_layout: HostLayout):
             inputs, batch = unpack_host_arrays(host_layout, host_buffers)
             self.num_compilations += 1  # runs once per trace, i.e. per compiled shape
             if self.verbose:
@@ -144,11 +175,15 @@ class ModelRunner:
                 )
             # Real tokens lead the padded batch (cu_q_lens[-1] of them); the rows whose logits
             # are taken are at most one per real sequence.
+            source = inputs.token_source
+            input_ids = jnp.where(
+                source >= 0, previous_tokens[jnp.maximum(source, 0)], inputs.input_ids
+            )
             with use_matmul_backend(matmul_backend, inputs.metadata.cu_q_lens[-1]):
                 hidden, kv_caches = model.forward(
                     params,
                     kv_caches,
-                    inputs.input_ids,
+                    input_ids,
                     inputs.positions,
                     inputs.metadata,
                     attention,
@@ -156,10 +191,12 @@ class ModelRunner:
             rows = jnp.take(hidden, inputs.logits_indices, axis=0)
             with use_matmul_backend(matmul_backend, inputs.metadata.num_seqs[0]):
                 logits = model.compute_logits(params, rows)
-            return kv_caches, sample(logits, batch)
+            out = sample(logits, batch)
+            padded = jnp.zeros(max_seqs, jnp.int32).at[: out.token_ids.shape[0]].set(out.token_ids)
+            return kv_caches, out, padded
 
         if parallel_plan is None:
-            self._step = jax.jit(step, static_argnums=(3,), donate_argnums=(1,))
+            self._step = jax.jit(step, static_argnums=(4,), donate_argnums=(1,))
         else:  # explicit shardings: weights and KV heads split, step inputs replicated
             plan = parallel_plan
             self._step = jax.jit(
@@ -168,18 +205,25 @@ class ModelRunner:
                     plan.param_shardings,
                     plan.kv_cache_shardings,
                     plan.replicated,
+                    plan.replicated,
                 ),
-                out_shardings=(plan.kv_cache_shardings, plan.replicated),
-                static_argnums=(3,),
+                out_shardings=(plan.kv_cache_shardings, plan.replicated, plan.replicated),
+                static_argnums=(4,),
                 donate_argnums=(1,),
             )
 
     # ------------------------------------------------------------------ packing
 
     def prepare(
-        self, chunks: Sequence[ScheduledChunk]
+        self, chunks: Sequence[ScheduledChunk], previous: PendingStep | None = None
     ) -> tuple[StepInputs, SamplingBatch, list[ScheduledChunk]]:
-        """Pack ``chunks`` into padded host arrays (no device work)."""
+        """Pack ``chunks`` into padded host arrays (no device work).
+
+        A chunk may end with its request's pending token; ``previous`` is the step sampling it.
+
+        Raises:
+            RuntimeError: a pending token without the step that samples it.
+        """
         page_size = self.page_size
         num_tokens = sum(c.num_new_tokens for c in chunks)
         num_seqs = len(chunks)
@@ -189,6 +233,7 @@ class ModelRunner:
         p_pad = bucket_for(max_pages, self.page_buckets)
 
         input_ids = np.zeros(t_pad, np.int32)
+        token_source = np.full(t_pad, -1, np.int32)
         positions = np.zeros(t_pad, np.int32)
         seq_of_token = np.zeros(t_pad, np.int32)
         cu_q_lens = np.zeros(s_pad + 1, np.int32)
@@ -198,7 +243,15 @@ class ModelRunner:
         for row, chunk in enumerate(chunks):
             n = chunk.num_new_tokens
             end = chunk.start + n
-            input_ids[offset : offset + n] = chunk.request.tokens_between(chunk.start, end)
+            ids = chunk.request.tokens_between(chunk.start, end)
+            input_ids[offset : offset + n] = ids
+            if ids[-1] == PENDING_TOKEN:  # only a request's last token can be pending
+                request_id = chunk.request.request_id
+                if previous is None or request_id not in previous.rows:
+                    raise RuntimeError(
+                        f"request {request_id!r} feeds a pending token that no running step samples"
+                    )
+                token_source[offset + n - 1] = previous.rows[request_id]
             positions[offset : offset + n] = np.arange(chunk.start, end, dtype=np.int32)
             seq_of_token[offset : offset + n] = row
             offset += n
@@ -240,7 +293,7 @@ class ModelRunner:
             page_indices=tuple(tables),
             slot_mapping=tuple(slot_mappings),
         )
-        inputs = StepInputs(input_ids, positions, metadata, logits_indices)
+        inputs = StepInputs(input_ids, positions, metadata, logits_indices, token_source)
         return inputs, batch, sampled
 
     # ------------------------------------------------------------------ ahead of time
@@ -281,24 +334,46 @@ class ModelRunner:
                     slot_mapping=tuple(np.zeros(t_pad, np.int32) for _ in range(self.num_groups)),
                 ),
                 logits_indices=np.zeros(s_pad, np.int32),
+                token_source=np.full(t_pad, -1, np.int32),
             )
             batch = SamplingBatch.from_requests([], s_pad, eos_token_ids=self.eos_token_ids)
-            out = self._run(inputs, batch)
+            out, _ = self._run(inputs, batch)
             out.token_ids.block_until_ready()
         return self.num_compilations - before
 
     # ------------------------------------------------------------------ execution
 
-    def _run(self, inputs: StepInputs, batch: SamplingBatch) -> SamplerOutput:
-        """Call the compiled step (inputs in one transfer per dtype); keeps the new caches."""
-        layout, buffers = pack_host_arrays((inputs, batch))
-        self.kv_caches, out = self._step(self.params, self.kv_caches, buffers, layout)
-        return out
+    def _run(
+        self,
+        inputs: StepInputs,
+        batch: SamplingBatch,
+        previous_tokens: jax.Array | None = None,
+    ) -> tuple[SamplerOutput, jax.Array]:
+        """Queue the compiled step (inputs in one transfer per dtype); keeps the new caches.
 
-    def execute(self, chunks: Sequence[ScheduledChunk]) -> StepResult:
-        """Run one step and return the sampled tokens of the rows that sample."""
-        inputs, batch, sampled = self.prepare(chunks)
-        out = self._run(inputs, batch)
+        Returns the sampler's outputs and the sampled ids padded to the largest sequence
+        bucket, both still computing."""
+        layout, buffers = pack_host_arrays((inputs, batch))
+        if previous_tokens is None:
+            previous_tokens = self._no_previous_tokens
+        self.kv_caches, out, padded = self._step(
+            self.params, self.kv_caches, previous_tokens, buffers, layout
+        )
+        return out, padded
+
+    def dispatch(
+        self, chunks: Sequence[ScheduledChunk], previous: PendingStep | None = None
+    ) -> PendingStep:
+        """Queue one step without waiting for it; ``previous`` is the step still running whose
+        sampled tokens this one feeds in (the chunks' pending tokens)."""
+        inputs, batch, sampled = self.prepare(chunks, previous)
+        out, padded = self._run(inputs, batch, None if previous is None else previous.token_ids)
+        rows = {chunk.request.request_id: row for row, chunk in enumerate(sampled)}
+        return PendingStep(sampled, out, padded, rows)
+
+    def collect(self, pending: PendingStep) -> StepResult:
+        """Wait for a dispatched step; the sampled tokens of the rows that sample."""
+        sampled, out = pending.sampled, pending.output
         n = len(sampled)
         token_ids = np.asarray(out.token_ids)[:n]
         result = StepResult(sampled, token_ids)
@@ -307,3 +382,7 @@ class ModelRunner:
             result.top_token_ids = np.asarray(out.top_token_ids)[:n]
             result.top_logprobs = np.asarray(out.top_logprobs)[:n]
         return result
+
+    def execute(self, chunks: Sequence[ScheduledChunk]) -> StepResult:
+        """Run one step and return the sampled tokens of the rows that sample."""
+        return self.collect(self.dispatch(chunks))

@@ -12,7 +12,11 @@ that gap under ``max_num_batched_tokens`` and ``max_num_seqs``:
    remaining budget), unless this step preempted.
 
 ``num_computed_tokens`` advances at schedule time, so the next step can be planned from
-this state. The policy (a plugin) only orders; the mechanics live here.
+this state, even before the running step's tokens are back: a request whose last token is
+still being sampled (``PENDING_TOKEN``, asynchronous scheduling) decodes it in the next step
+like any other, and one that will certainly end with that token (``max_tokens`` reached)
+holds no pending token and is skipped until it is back. The policy (a plugin) only orders;
+the mechanics live here.
 """
 
 from __future__ import annotations
@@ -204,6 +208,7 @@ class Scheduler:
             request.num_computed_tokens,
             num_new,
             cache_salt=request.cache_salt,
+            num_known_tokens=request.num_known_tokens,
         )
 
     def _commit(self, request: Request, num_new: int) -> ScheduledChunk:

@@ -118,7 +118,7 @@ def test_page_ids_of_an_unknown_request_raise_a_clear_key_error():
 
 
 def test_allocating_past_the_known_tokens_is_refused():
-    with pytest.raises(ValueError, match="known tokens"):
+    with pytest.raises(ValueError, match="token ids"):
         manager().allocate("r", [1, 2, 3], 0, 4)
 
 

@@ -133,7 +133,7 @@ class EngineSpy:
         self.added: list[str] = []
         self.aborts: list[tuple[str, int]] = []
         self.steps: list[set[str]] = []
-        add, abort, execute = engine.add_request, engine.abort, engine.runner.execute
+        add, abort, dispatch = engine.add_request, engine.abort, engine.runner.dispatch
 
         def spy_add(*args: Any, **kwargs: Any) -> str:
             request_id = add(*args, **kwargs)
@@ -144,13 +144,13 @@ class EngineSpy:
             self.aborts.append((request_id, len(self.steps)))
             abort(request_id)
 
-        def spy_execute(chunks: Any) -> Any:
+        def spy_dispatch(chunks: Any, previous: Any = None) -> Any:
             self.steps.append({chunk.request.parent_id for chunk in chunks})
-            return execute(chunks)
+            return dispatch(chunks, previous)
 
         monkeypatch.setattr(engine, "add_request", spy_add)
         monkeypatch.setattr(engine, "abort", spy_abort)
-        monkeypatch.setattr(engine.runner, "execute", spy_execute)
+        monkeypatch.setattr(engine.runner, "dispatch", spy_dispatch)
 
     def steps_after_abort(self, request_id: str) -> int:
         """Executed steps that still carried ``request_id`` after its first abort."""
