@@ -75,6 +75,22 @@ def test_generated_tokens_become_cacheable_once_their_page_is_full():
     assert m.lookup_prefix("b", [*tokens, 0]) == 8
 
 
+def test_a_page_holding_a_token_not_yet_sampled_is_published_once_it_is_known():
+    # Asynchronous scheduling computes position 7 while the step sampling its token runs:
+    # the page of positions 4-7 must not be hashed with the placeholder.
+    m = manager(page_size=4)
+    tokens = list(range(6))
+    prefill(m, "a", tokens)
+    tokens += [40, -1]
+    assert m.allocate("a", tokens, 6, 1)
+    assert m.allocate("a", tokens, 7, 1, num_known_tokens=7)
+    assert m.lookup_prefix("b", [*tokens[:7], 41, 0]) == 4
+    tokens[7] = 41
+    tokens.append(-1)
+    assert m.allocate("a", tokens, 8, 1, num_known_tokens=8)
+    assert m.lookup_prefix("c", [*tokens[:8], 0]) == 8
+
+
 def test_preempted_request_hits_its_own_pages_on_readmission():
     m = manager(page_size=4)
     tokens = list(range(13))
