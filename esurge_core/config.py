@@ -98,9 +98,13 @@ class SchedulerConfig(_Section):
     enable_preemption: bool = Field(
         True, description="Preempt running requests when pages run out (else fail the newest)."
     )
-    async_scheduling: bool = Field(
-        True,
-        description="Plan and queue the next step while the current one runs (one step ahead).",
+    async_scheduling: bool | None = Field(
+        None,
+        description=(
+            "Plan and queue the next step while the current one runs (one step ahead); "
+            "default: on for accelerators, off on CPU, where the host's work would compete "
+            "with the step for the same cores."
+        ),
     )
 
 

@@ -126,3 +126,21 @@ def test_dtype_flags_reach_the_engine_keywords():
         "kv_cache_dtype": "bfloat16",
         "matmul": "xla",
     }
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (["--async-scheduling"], {"async_scheduling": True}),
+        (["--no-async-scheduling"], {"async_scheduling": False}),
+    ],
+)
+def test_async_scheduling_flag_is_on_off_or_the_platform_default(flags, expected):
+    import argparse
+
+    from esurge_core.frontends.engine_args import add_engine_arguments, engine_kwargs
+
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    assert engine_kwargs(parser.parse_args(flags)) == expected

@@ -55,12 +55,20 @@ def dtype_options(precision: str) -> dict[str, str]:
     )
 
 
+def on_off(value: str) -> bool:
+    """``on`` -> True, ``off`` -> False."""
+    if value not in ("on", "off"):
+        raise ValueError(f"must be on or off, got {value!r}")
+    return value == "on"
+
+
 #: Engine keywords a setting may name after its precision, and the type of each value.
 CHOICE_KEYS = {
     "attention": str,
     "matmul": str,
     "max_num_batched_tokens": int,
     "page_size": int,
+    "async_scheduling": on_off,
 }
 #: Process choices a setting may name (not engine keywords), and their allowed values:
 #: ``malloc=default`` starts the engine without eSurge's malloc settings
@@ -139,7 +147,10 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
         "warning",
     ]
     for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        if isinstance(value, bool):  # an on/off choice
+            argv.append(f"--{'' if value else 'no-'}{key.replace('_', '-')}")
+        else:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv, process_env(precision)
 
 

@@ -129,6 +129,12 @@ class eSurge:
         )
         self.max_num_batched_tokens = max(budget, cfg.scheduler.max_num_seqs)
         platform = current_platform()
+        # On CPU the host's work between steps would run on the cores the step computes on.
+        self.async_scheduling = (
+            platform != "cpu"
+            if cfg.scheduler.async_scheduling is None
+            else cfg.scheduler.async_scheduling
+        )
         requirements = Requirements(
             platform=platform,
             dtype=cfg.model.dtype,
@@ -310,10 +316,11 @@ class eSurge:
     def step(self) -> list[RequestOutput]:
         """Run one engine step; return the outputs of every request that changed.
 
-        With ``async_scheduling`` (the default) a step plans and queues the next compiled
-        step before it waits for the previous one's tokens, so the host's work (planning,
-        packing, detokenising, emitting) overlaps the compiled step; the tokens a call returns
-        are those of the step queued by the call before. Without it, a step waits for its own.
+        With ``async_scheduling`` (the default on accelerators) a step plans and queues the
+        next compiled step before it waits for the previous one's tokens, so the host's work
+        (planning, packing, detokenising, emitting) overlaps the compiled step; the tokens a
+        call returns are those of the step queued by the call before. Without it (the default
+        on CPU), a step waits for its own.
         """
         with self._step_lock:
             started = time.monotonic()
@@ -334,7 +341,7 @@ class eSurge:
             queued = self._dispatch(plan, previous, started) if plan.chunks else None
             if previous is not None:
                 self._apply(previous, touched)
-            if queued is not None and not self.config.scheduler.async_scheduling:
+            if queued is not None and not self.async_scheduling:
                 self._apply(queued, touched)
                 queued = None
             self.last_step_time = time.monotonic()
@@ -349,7 +356,7 @@ class eSurge:
         """Whether the next step can be planned before ``step``'s tokens are back: not when
         asynchronous scheduling is off, nor when a request of ``step`` samples with penalties
         (its next sampling reads every token it generated)."""
-        return self.config.scheduler.async_scheduling and not any(
+        return self.async_scheduling and not any(
             chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
         )
 

@@ -48,9 +48,11 @@ def add_engine_arguments(
     group.add_argument("--scheduler", default=None, help="scheduling policy (default: fcfs)")
     group.add_argument("--no-prefix-caching", action="store_true")
     group.add_argument(
-        "--no-async-scheduling",
-        action="store_true",
-        help="wait for each step's tokens before planning the next",
+        "--async-scheduling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="plan the next step while the current one runs (default: on for accelerators, "
+        "off on CPU)",
     )
 
 
@@ -73,6 +75,6 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_prefix_caching:
         kwargs["enable_prefix_caching"] = False
-    if args.no_async_scheduling:
-        kwargs["async_scheduling"] = False
+    if args.async_scheduling is not None:
+        kwargs["async_scheduling"] = args.async_scheduling
     return kwargs

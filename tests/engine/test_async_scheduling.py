@@ -64,11 +64,12 @@ def summary(outputs) -> list:
 
 @pytest.fixture(scope="module")
 def engines(make_engine):
-    return make_engine(**ENGINE), make_engine(**ENGINE, async_scheduling=False)
+    return make_engine(**ENGINE, async_scheduling=True), make_engine(**ENGINE)
 
 
 def test_async_scheduling_gives_what_waiting_for_each_step_gives(engines):
     planned_ahead, waiting = engines
+    assert not waiting.async_scheduling  # the default on CPU
     prompts = RAW_PROMPTS[: len(every_kind_of_request())]
     ahead = planned_ahead.generate(prompts, every_kind_of_request())
     assert planned_ahead.scheduler.num_preemptions > 0
@@ -110,7 +111,7 @@ def test_penalties_wait_for_the_previous_tokens(engines, monkeypatch):
 
 
 def test_abort_with_a_step_in_flight_frees_every_page_and_keeps_no_placeholder(make_engine):
-    engine = make_engine(**ENGINE)  # driven by hand: its background loop never starts
+    engine = make_engine(**ENGINE, async_scheduling=True)  # driven by hand: no loop thread
     free_before = engine.kv_cache.num_free_pages
     params = SamplingParams(temperature=0, max_tokens=100, ignore_eos=True)
     engine.add_request(RAW_PROMPTS[2], params, request_id="aborted")
