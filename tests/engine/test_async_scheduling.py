@@ -18,8 +18,8 @@ ENGINE = dict(
     page_size=16,
     max_num_batched_tokens=64,
     max_num_seqs=16,
-    max_model_len=192,
-    kv_cache_memory=16 * 720 * 1024,  # about 15 pages of SmolLM2 fp32: preemption happens
+    max_model_len=160,
+    kv_cache_memory=12 * 720 * 1024,  # 11 pages of SmolLM2 fp32: preemption happens
 )
 
 
@@ -28,12 +28,12 @@ def every_kind_of_request() -> list[SamplingParams]:
     return [
         SamplingParams(max_tokens=1, **greedy),
         SamplingParams(max_tokens=2, **greedy),
-        SamplingParams(max_tokens=40, ignore_eos=True, **greedy),
-        SamplingParams(max_tokens=30, stop=[".", "\n"], **greedy),
-        SamplingParams(max_tokens=30, stop=[" the"], include_stop_str_in_output=True, **greedy),
-        SamplingParams(max_tokens=24, temperature=1.0, top_p=0.9, seed=11),
+        SamplingParams(max_tokens=28, ignore_eos=True, **greedy),
+        SamplingParams(max_tokens=24, stop=[".", "\n"], **greedy),
+        SamplingParams(max_tokens=24, stop=[" the"], include_stop_str_in_output=True, **greedy),
+        SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=11),
         SamplingParams(
-            max_tokens=24,
+            max_tokens=20,
             repetition_penalty=1.5,
             presence_penalty=0.5,
             frequency_penalty=0.3,
@@ -42,7 +42,7 @@ def every_kind_of_request() -> list[SamplingParams]:
         SamplingParams(max_tokens=20, logprobs=2, **greedy),
         SamplingParams(max_tokens=12, min_tokens=8, stop_token_ids=[13, 30], **greedy),
         SamplingParams(n=2, max_tokens=16, temperature=0.9, seed=5),
-        SamplingParams(max_tokens=48, ignore_eos=True, **greedy),
+        SamplingParams(max_tokens=32, ignore_eos=True, **greedy),
         SamplingParams(max_tokens=3, **greedy),
     ]
 
