@@ -373,8 +373,7 @@ class eSurge:
             request = chunk.request
             slot = request.num_output_tokens
             slots.append(slot)
-            last = slot + 1 >= request.max_tokens or request.num_tokens + 1 >= self.max_model_len
-            if not last:
+            if not request.ends_by_length(slot + 1, self.max_model_len):
                 request.output_token_ids.append(PENDING_TOKEN)
         return _InFlightStep(plan, pending, slots, started)
 

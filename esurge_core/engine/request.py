@@ -117,6 +117,13 @@ class Request:
         """Prompt plus output tokens whose ids are known (``num_tokens`` less a pending one)."""
         return self.num_tokens - self.has_pending_token
 
+    def ends_by_length(self, num_output: int, max_model_len: int) -> bool:
+        """Whether ``num_output`` generated tokens reach ``max_tokens`` or ``max_model_len``."""
+        return (
+            num_output >= self.max_tokens
+            or len(self.prompt_token_ids) + num_output >= max_model_len
+        )
+
     def drop_pending_token(self) -> None:
         """Forget a pending token (the request ended before it came back)."""
         if self.has_pending_token:

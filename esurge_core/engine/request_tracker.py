@@ -82,10 +82,7 @@ class ChoiceTracker:
         text = check.text
         if reason is None and check.stopped:
             reason, stop_reason = FinishReason.STOP, check.stop_string
-        elif reason is None and (
-            num_output >= request.max_tokens
-            or request.num_prompt_tokens + num_output >= self.max_model_len
-        ):
+        elif reason is None and request.ends_by_length(num_output, self.max_model_len):
             reason = FinishReason.LENGTH
         if reason is not None and not check.stopped:
             text += self.stops.feed(self.detokenizer.flush(), allow_stop=False).text
