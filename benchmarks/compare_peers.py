@@ -173,8 +173,16 @@ def run_online(peer: str, precision: str, workload_file: Path) -> list[dict]:
                 )
             )
 
-        bench(spec["warm"])  # compile / capture outside the timed run
+        # Compile / capture outside the timed run (a peer may warm up until nothing compiles).
+        warm_up = getattr(module, "warm_up_server", None)
+        if warm_up is None:
+            bench(spec["warm"])
+        else:
+            warm_up(base_url, bench, spec["warm"])
+        compilations = getattr(module, "server_compilations", None)
+        compiled_before = None if compilations is None else compilations(base_url)
         result = bench(spec["prompts"])
+        compiled = None if compilations is None else compilations(base_url) - compiled_before
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -191,6 +199,8 @@ def run_online(peer: str, precision: str, workload_file: Path) -> list[dict]:
         ("ITL p50", result.itl_ms["p50"], "ms"),
         ("requests failed", float(result.failed), "requests"),
     ]
+    if compiled is not None:
+        rows.append(("step compilations in the timed run", float(compiled), "compilations"))
     for metric, value, unit in rows:
         print(f"{peer} W3 {precision} {metric}: {value:.2f} {unit}", flush=True)
     return [

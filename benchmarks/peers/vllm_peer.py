@@ -14,7 +14,10 @@ process may use (``VLLM_CPU_OMP_THREADS_BIND=0-1`` on the 2-core machine) with n
 (``VLLM_CPU_NUM_OF_RESERVED_CPU=0``), an explicit KV cache size, ``max_model_len=1024``,
 ``max_num_seqs=64``, prefix caching on (vLLM's default). Intel OpenMP (shipped in the venv by the
 ``intel-openmp`` wheel) and tcmalloc (when the system has it) go into ``LD_PRELOAD`` as vLLM's CPU
-install guide asks; set ``VLLM_PEER_PRELOAD=0`` to run without them.
+install guide asks; set ``VLLM_PEER_PRELOAD=0`` to run without them. A precision may be
+followed by ``,max_num_batched_tokens=N`` (e.g. ``bfloat16,max_num_batched_tokens=512``) to run
+vLLM at the same step token budget as an eSurge setting; without it vLLM's CPU defaults hold
+(4096 offline, 2048 for the server).
 """
 
 from __future__ import annotations
@@ -69,6 +72,21 @@ def dtype_for(precision: str) -> str:
             f"vLLM-CPU runs the HF folder at a float dtype; precision {precision!r} is not "
             f"one of: {allowed} (quantised GGUF precisions such as Q4_1 are llama.cpp's)"
         ) from None
+
+
+def parse_setting(setting: str) -> tuple[str, int | None]:
+    """``precision[,max_num_batched_tokens=N]`` as vLLM's ``dtype`` and step token budget
+    (``None``: vLLM's default, 4096 offline and 2048 for its server on CPU)."""
+    precision, *choices = setting.split(",")
+    budget = None
+    for choice in choices:
+        key, sep, value = choice.partition("=")
+        if key != "max_num_batched_tokens" or not sep or not value.isdigit() or int(value) < 1:
+            raise ValueError(
+                f"vLLM setting choice must be max_num_batched_tokens=N with N >= 1, got {choice!r}"
+            )
+        budget = int(value)
+    return dtype_for(precision), budget
 
 
 def _allowed_cpus_range() -> str:
@@ -133,10 +151,11 @@ def hf_overrides_for(hf_folder: str) -> dict[str, Any]:
     return overrides
 
 
-def _settings_text(dtype: str, env: dict[str, str], w2_method: str) -> str:
+def _settings_text(dtype: str, budget: int | None, env: dict[str, str], w2_method: str) -> str:
     """Free-text record of every setting that shapes the numbers."""
     return (
-        f"dtype={dtype}; VLLM_CPU_OMP_THREADS_BIND={env['VLLM_CPU_OMP_THREADS_BIND']}; "
+        f"dtype={dtype}; max_num_batched_tokens={budget or 'default'}; "
+        f"VLLM_CPU_OMP_THREADS_BIND={env['VLLM_CPU_OMP_THREADS_BIND']}; "
         f"VLLM_CPU_NUM_OF_RESERVED_CPU={env['VLLM_CPU_NUM_OF_RESERVED_CPU']}; "
         f"LD_PRELOAD={env.get('LD_PRELOAD', '(none)')}; "
         f"kv_cache_memory_bytes={KV_CACHE_GIB} GiB; max_model_len={MAX_MODEL_LEN}; "
@@ -159,6 +178,7 @@ def server_command(
     ``vllm`` and fails (PackageNotFoundError) before parsing its arguments.
     """
     workload = json.loads(Path(workload_file).read_text())
+    dtype, budget = parse_setting(precision)
     argv = [
         str(VENV / "bin" / "python"),
         "-m",
@@ -172,7 +192,7 @@ def server_command(
         "--port",
         str(port),
         "--dtype",
-        dtype_for(precision),
+        dtype,
         "--max-model-len",
         str(MAX_MODEL_LEN),
         "--max-num-seqs",
@@ -187,14 +207,18 @@ def server_command(
         "--uvicorn-log-level",
         "warning",
     ]
+    if budget is not None:
+        argv += ["--max-num-batched-tokens", str(budget)]
     return argv, peer_environment()
 
 
-def _make_llm(hf_folder: str, dtype: str) -> Any:
+def _make_llm(hf_folder: str, dtype: str, budget: int | None) -> Any:
     """Build the vllm.LLM used by every offline workload."""
     from vllm import LLM
 
+    extra = {} if budget is None else {"max_num_batched_tokens": budget}
     return LLM(
+        **extra,
         model=hf_folder,
         dtype=dtype,
         max_model_len=MAX_MODEL_LEN,
@@ -278,13 +302,13 @@ def run_offline(workload_file: Path, out: Path) -> dict[str, Any]:
     """Run every workload present in the file and write the contract's JSON to ``out``."""
     spec = json.loads(workload_file.read_text())
     precision = spec["precision"]
-    dtype = dtype_for(precision)
+    dtype, budget = parse_setting(precision)
     env = peer_environment()
     os.environ.update(env)
 
     import vllm
 
-    llm = _make_llm(spec["hf_folder"], dtype)
+    llm = _make_llm(spec["hf_folder"], dtype, budget)
     workloads = spec["workloads"]
     rows: list[dict[str, Any]] = []
 
@@ -315,7 +339,7 @@ def run_offline(workload_file: Path, out: Path) -> dict[str, Any]:
     result = {
         "peer": PEER,
         "version": vllm.__version__,
-        "settings": _settings_text(dtype, env, w2_method),
+        "settings": _settings_text(dtype, budget, env, w2_method),
         "rows": rows,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -112,3 +112,59 @@ def test_report_gives_esurges_best_ratio_to_each_peer():
     table = driver.markdown(results)
     assert "| W1 | output tokens/s | vllm | x | 800.0 tok/s | 0.50x |" in table
     assert "| W2 | TTFT | vllm | x | 25.0 ms | 0.50x |" in table  # 25 ms / best 50 ms
+
+
+def test_server_compilations_reads_the_counter_from_metrics():
+    import http.server
+    import threading
+
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    bodies = {
+        "/with/metrics": b"# TYPE esurge:num_compilations counter\n"
+        b'esurge:num_compilations_total{model_name="m"} 7.0\n',
+        "/without/metrics": b"other_total 1.0\n",
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = bodies[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert peer.server_compilations(f"{base}/with") == 7
+        with pytest.raises(RuntimeError, match="num_compilations_total"):
+            peer.server_compilations(f"{base}/without")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_warm_up_repeats_fresh_prompts_until_a_pass_compiles_nothing(monkeypatch):
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    compiles_per_pass = [3, 1, 0, 2]  # the third pass compiles nothing: stop there
+    passes: list[list[list[int]]] = []
+    count = {"n": 0}
+
+    def run(batch):
+        count["n"] += compiles_per_pass[len(passes)]
+        passes.append(batch)
+
+    monkeypatch.setattr(peer, "server_compilations", lambda base_url: count["n"])
+    prompts = [[5, 6, 7], [5, 6, 8]]
+    peer.warm_up_server("http://unused", run, prompts)
+    assert passes == [peer._relabelled(prompts, shift) for shift in range(3)]
+
+    passes.clear()
+    compiles_per_pass = [1] * peer.MAX_WARM_UP_RUNS + [0]  # never settles: bounded
+    peer.warm_up_server("http://unused", run, prompts)
+    assert len(passes) == peer.MAX_WARM_UP_RUNS
