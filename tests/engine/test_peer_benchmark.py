@@ -168,3 +168,14 @@ def test_server_warm_up_repeats_fresh_prompts_until_a_pass_compiles_nothing(monk
     compiles_per_pass = [1] * peer.MAX_WARM_UP_RUNS + [0]  # never settles: bounded
     peer.warm_up_server("http://unused", run, prompts)
     assert len(passes) == peer.MAX_WARM_UP_RUNS
+
+
+def test_vllm_peer_setting_may_name_a_step_token_budget():
+    peer = _module(BENCHMARKS / "peers" / "vllm_peer.py")
+    assert peer.parse_setting("bfloat16") == ("bfloat16", None)
+    assert peer.parse_setting("fp32,max_num_batched_tokens=512") == ("float32", 512)
+    for bad in ("bfloat16,max_num_batched_tokens=0", "bfloat16,max_num_seqs=8"):
+        with pytest.raises(ValueError, match="max_num_batched_tokens=N"):
+            peer.parse_setting(bad)
+    with pytest.raises(ValueError, match="float dtype"):
+        peer.parse_setting("Q4_1,max_num_batched_tokens=512")
