@@ -2,8 +2,9 @@
 
 Row ``b`` of a batch samples with ``fold_in(key(seed_b), step_b)`` where ``step_b`` is the
 number of tokens the request has generated so far. Nothing about the batch (size, position,
-neighbours) enters the key, so a seeded request gives the same tokens alone or in any batch,
-and a preempted request that is recomputed draws the same numbers again.
+neighbours) enters the key, so a seeded request draws the same numbers alone or in any batch,
+and a preempted request that is recomputed draws the same numbers again (its tokens also
+depend on its logits, equal to the last bit only between steps of the same padded shape).
 """
 
 from __future__ import annotations
