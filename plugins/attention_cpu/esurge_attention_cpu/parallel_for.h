@@ -58,7 +58,13 @@ class WorkerPool {
     auto job = std::make_shared<Job>();
     job->total = n;
     job->body = &body;
-    std::lock_guard<std::mutex> call(call_mu_);  // one parallel-for at a time
+    // One parallel-for at a time; a call that finds the pool busy (XLA running two kernels
+    // at once on its own threads) runs on its caller alone rather than wait.
+    std::unique_lock<std::mutex> call(call_mu_, std::try_to_lock);
+    if (!call.owns_lock()) {
+      for (int64_t i = 0; i < n; ++i) body(i);
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = job;
