@@ -181,10 +181,20 @@ def warm_up(engine, prompts: list[list[int]], params) -> None:
     W1 run after a single warm run compiled two more step shapes, seconds inside the timed
     region; the compilations of each timed run are recorded in the result either way.
     """
+    _warm_until_nothing_compiles(
+        lambda batch: engine.generate([{"prompt_token_ids": p} for p in batch], params),
+        lambda: engine.runner.num_compilations,
+        prompts,
+    )
+
+
+def _warm_until_nothing_compiles(run, compilations, prompts: list[list[int]]) -> None:
+    """``run`` over relabelled copies of ``prompts`` until ``compilations()`` stays the same
+    across a run (at most ``MAX_WARM_UP_RUNS`` runs)."""
     for shift in range(MAX_WARM_UP_RUNS):
-        before = engine.runner.num_compilations
-        engine.generate([{"prompt_token_ids": p} for p in _relabelled(prompts, shift)], params)
-        if engine.runner.num_compilations == before:
+        before = compilations()
+        run(_relabelled(prompts, shift))
+        if compilations() == before:
             return
 
 
@@ -206,11 +216,7 @@ def warm_up_server(base_url: str, run, prompts: list[list[int]]) -> None:
 
     Which step shapes an online run reaches depends on how its requests happen to arrive, so
     one warm pass left some to compile inside the timed run (seconds each, in its TTFT)."""
-    for shift in range(MAX_WARM_UP_RUNS):
-        before = server_compilations(base_url)
-        run(_relabelled(prompts, shift))
-        if server_compilations(base_url) == before:
-            return
+    _warm_until_nothing_compiles(run, lambda: server_compilations(base_url), prompts)
 
 
 def _throughput(engine, spec: dict) -> tuple[float, int]:

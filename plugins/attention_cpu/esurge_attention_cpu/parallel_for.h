@@ -55,9 +55,6 @@ class WorkerPool {
       for (int64_t i = 0; i < n; ++i) body(i);
       return;
     }
-    auto job = std::make_shared<Job>();
-    job->total = n;
-    job->body = &body;
     // One parallel-for at a time; a call that finds the pool busy (XLA running two kernels
     // at once on its own threads) runs on its caller alone rather than wait.
     std::unique_lock<std::mutex> call(call_mu_, std::try_to_lock);
@@ -65,6 +62,9 @@ class WorkerPool {
       for (int64_t i = 0; i < n; ++i) body(i);
       return;
     }
+    auto job = std::make_shared<Job>();
+    job->total = n;
+    job->body = &body;
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = job;
