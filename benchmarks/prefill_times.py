@@ -5,12 +5,13 @@
 SmolLM2-135M-Instruct with bf16 weights and KV cache (fp32 activations) and the W1-W4 engine
 settings. For each prompt count: ``--repeats`` calls with fresh random prompts (nothing in
 the prefix cache); the first compiles and is left out; prints the median and the best of the
-rest. Compare changes in runs made one after the other, alternating, on a quiet machine.
+rest, and the median count of minor page faults. Compare changes in runs made one after the other, alternating, on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -34,19 +35,22 @@ def main() -> None:
     params = SamplingParams(temperature=0, max_tokens=1)
     try:
         for count in args.prompts:
-            seconds = []
+            seconds, faults = [], []
             for _ in range(args.repeats):
                 prompts = [
                     {"prompt_token_ids": [int(t) for t in rng.integers(100, 40_000, PROMPT_LEN)]}
                     for _ in range(count)
                 ]
+                faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter()
                 engine.generate(prompts, params)
                 seconds.append(time.perf_counter() - start)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
             timed = seconds[1:]
             print(
                 f"{count} prompts x {PROMPT_LEN} tokens: median "
-                f"{statistics.median(timed) * 1e3:.1f} ms, best {min(timed) * 1e3:.1f} ms",
+                f"{statistics.median(timed) * 1e3:.1f} ms, best {min(timed) * 1e3:.1f} ms, "
+                f"page faults (minor) median {statistics.median(faults[1:]):.0f}",
                 flush=True,
             )
     finally:

@@ -35,10 +35,14 @@ def test_padding_token_rows_are_zero(rng):
     assert not out[batch.num_real_tokens :].any()
 
 
-def test_many_sequences_spread_over_the_thread_pool_match_xla(rng):
+@pytest.mark.parametrize(
+    "num_tokens",
+    [200, 300],  # a decode-sized step (the library's workers) and a prefill one (XLA's pool)
+)
+def test_many_sequences_spread_over_the_thread_pool_match_xla(rng, num_tokens):
     from esurge_attention_xla.kernel import ragged_paged_attention as xla
 
-    batch = _batch(rng, num_tokens=200, max_num_seqs=48, pages_per_seq=6)
+    batch = _batch(rng, num_tokens=num_tokens, max_num_seqs=48, pages_per_seq=8)
     inputs = [jnp.asarray(x) for x in batch.inputs()]
     n = batch.num_real_tokens
     np.testing.assert_allclose(

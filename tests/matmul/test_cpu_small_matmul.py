@@ -147,10 +147,16 @@ def test_dispatch_routes_only_inside_the_context(rng):
         {"ESURGE_CPU_KERNEL_THREADS": "1"},
         {"ESURGE_CPU_KERNEL_THREADS": "3", "ESURGE_CPU_KERNEL_SPIN_US": "0"},
         {"ESURGE_CPU_KERNEL_THREADS": "zero", "ESURGE_CPU_KERNEL_SPIN_US": "-5"},  # ignored
+        {"ESURGE_CPU_KERNEL_POOL": "own"},
+        {"ESURGE_CPU_KERNEL_POOL": "own", "ESURGE_CPU_KERNEL_THREADS": "3"},
+        {"ESURGE_CPU_KERNEL_POOL": "xla", "ESURGE_CPU_KERNEL_THREADS": "1"},
     ],
 )
 def test_pool_size_and_spin_settings_keep_the_results(env):
-    """The worker pool is per process, so each setting runs in a fresh interpreter."""
+    """The worker pool is per process, so each setting runs in a fresh interpreter.
+
+    The packed product of 300 rows has more items than threads, so threads steal from each
+    other's shares."""
     import os
     import subprocess
     import sys
@@ -165,6 +171,16 @@ w = jnp.asarray(rng.standard_normal((200, 300)), jnp.bfloat16)
 for rows in (1, 8):
     got = np.asarray(small_matmul(x, w, jnp.int32(rows)))[:rows]
     np.testing.assert_allclose(got, np.asarray(xla_matmul(x, w))[:rows], rtol=1e-4, atol=1e-4)
+import jax
+from esurge_attention_cpu.bf16_pair_matmul import bf16_packed_matmul, pack_bf16_weight
+big = jnp.asarray(rng.standard_normal((300, 200)), jnp.float32)
+w2 = jnp.asarray(rng.standard_normal((200, 320)), jnp.bfloat16)
+product = jax.jit(lambda x, p, n: bf16_packed_matmul(x, p, n, n=320, out_dtype=jnp.float32))
+for rows in (299, 300):
+    got = np.asarray(product(big, pack_bf16_weight(w2), jnp.int32(rows)))
+    np.testing.assert_allclose(
+        got[:rows], np.asarray(xla_matmul(big, w2))[:rows], rtol=1e-4, atol=1e-3)
+    assert not got[rows:].any()
 print("ok")
 """
     result = subprocess.run(

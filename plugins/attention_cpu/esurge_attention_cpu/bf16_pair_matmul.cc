@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "parallel_for.h"
+#include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -91,12 +92,12 @@ class AheadPrefetcher {
   int64_t row_ = 0, line_ = 0;
 };
 
+// Numbers the products, for the per-thread blocks of weights kept between items of one call.
+std::atomic<uint64_t> g_calls{0};
 
 #if ESURGE_HAS_BF16_PAIRS
 
 constexpr int kRows = 6;  // rows per micro-kernel pass: 6 x 4 = 24 accumulators
-// x is stored as one 32-bit word (a bf16 pair) per pair of K.
-constexpr int kXWordsPerPair = 1;
 
 // Packs columns [n0, n0 + width) of W [K, N] (width = 16 * vectors) into pair order: word
 // kp * width + j holds (W[2kp, n0 + j], W[2kp + 1, n0 + j]) (the even k in the low half); an
@@ -179,7 +180,8 @@ void PackNT(const uint16_t* w, int64_t K, int64_t n0, int vectors, uint32_t* pac
   }
 }
 
-// Rows [r0, r0 + R) of y, columns [n0, n0 + 16 * V): sums over every pair of K.
+// Rows [r0, r0 + R) of y, columns [n0, n0 + 16 * V): sums over every pair of K. r0 is a
+// multiple of kRows (the start of a panel of x).
 template <int R, int V, typename TY>
 inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uint32_t* packed,
                         int64_t packed_stride, TY* y, int64_t N, int64_t n0,
@@ -188,8 +190,7 @@ inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uin
   for (int r = 0; r < R; ++r) {
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   }
-  const uint32_t* xr[R];
-  for (int r = 0; r < R; ++r) xr[r] = xp + (r0 + r) * pairs;
+  const uint32_t* panel = xp + r0 / kRows * pairs * kRows;
   for (int64_t kp = 0; kp < pairs; ++kp) {
     ahead.Step();
     __m512bh wv[V];
@@ -197,7 +198,7 @@ inline void MicroKernel(const uint32_t* xp, int64_t pairs, int64_t r0, const uin
       wv[v] = (__m512bh)_mm512_loadu_si512(packed + kp * packed_stride + v * kLanes);
     }
     for (int r = 0; r < R; ++r) {
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(xr[r][kp]));
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(panel[kp * kRows + r]));
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], xv, wv[v]);
     }
   }
@@ -221,27 +222,40 @@ inline int64_t ItemSteps(int64_t rows, int, int64_t pairs) {
   return (rows + kRows - 1) / kRows * pairs;
 }
 
-// x's real rows rounded to bf16, as pairs: xp[r * pairs + kp] = (x[r, 2kp], x[r, 2kp + 1]).
-// fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16: nearest even, NaN stays NaN).
+// Words of x's packed rows (PackRows) for `rows` rows of `pairs` pairs.
+inline int64_t XWords(int64_t rows, int64_t pairs) {
+  return (rows + kRows - 1) / kRows * kRows * pairs;
+}
+
+// x's real rows rounded to bf16, as pairs in panels of kRows rows: the pair (x[r, 2kp],
+// x[r, 2kp + 1]) of row r is the word xp[(r / kRows * pairs + kp) * kRows + r % kRows], so a
+// micro-kernel pass reads its rows' pairs as one sequential stream (the last panel's missing
+// rows are never read). fp32 rows are rounded 16 values per instruction (VCVTNEPS2BF16:
+// nearest even, NaN stays NaN).
 template <typename TX>
 void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
   const int64_t pairs = (K + 1) / 2;
-  esurge_cpu::ParallelFor((rows + 15) / 16, [&](int64_t block) {
-    const int64_t end = std::min<int64_t>(rows, (block + 1) * 16);
-    for (int64_t r = block * 16; r < end; ++r) {
-      uint16_t* dst = reinterpret_cast<uint16_t*>(xp + r * pairs);
+  esurge_cpu::ParallelFor((rows + kRows - 1) / kRows, [&](int64_t p) {
+    thread_local std::vector<uint32_t> row_pairs;
+    if (row_pairs.size() < static_cast<size_t>(pairs)) row_pairs.resize(pairs);
+    uint16_t* bf16 = reinterpret_cast<uint16_t*>(row_pairs.data());
+    uint32_t* panel = xp + p * pairs * kRows;
+    const int64_t end = std::min<int64_t>(rows, (p + 1) * kRows);
+    for (int64_t r = p * kRows; r < end; ++r) {
       const TX* src = x + r * K;
       int64_t k = 0;
       if constexpr (sizeof(TX) == 4) {
         for (; k + kLanes <= K; k += kLanes) {
           const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)rounded);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(bf16 + k), (__m256i)rounded);
         }
-        for (; k < K; ++k) dst[k] = F32ToBf16(src[k]);
+        for (; k < K; ++k) bf16[k] = F32ToBf16(src[k]);
       } else {
-        std::memcpy(dst, src, K * sizeof(uint16_t));
+        std::memcpy(bf16, src, K * sizeof(uint16_t));
       }
-      if (K % 2) dst[K] = 0;
+      if (K % 2) bf16[K] = 0;
+      uint32_t* dst = panel + r % kRows;
+      for (int64_t kp = 0; kp < pairs; ++kp) dst[kp * kRows] = row_pairs[kp];
     }
   });
 }
@@ -393,9 +407,6 @@ inline void WideTileAnyRows(int rows, const float* x, int64_t x_stride, int64_t 
 
 inline bool WidensItem(int64_t rows) { return rows >= kWidenMinRows; }
 
-// Numbers the packed products, for the widened blocks kept between items.
-std::atomic<uint64_t> g_packed_calls{0};
-
 // Micro-kernel steps (AheadPrefetcher::Step calls) of an item of `rows` rows and `vectors`
 // 16-column vectors: on the widened path one per pair of the widening pass and one per
 // chunk and K block.
@@ -449,6 +460,9 @@ void WideRowsOfBlock(uint64_t call, int vectors, const uint32_t* xp, int64_t pai
     }
   }
 }
+
+// Words of x's packed rows (PackRows) for `rows` rows of `pairs` pairs.
+inline int64_t XWords(int64_t rows, int64_t pairs) { return rows * pairs * kXWordsPerPair; }
 
 // x's real rows rounded to bf16 and stored as fp32 values, K padded to even with a zero:
 // xp (as float)[r * 2 * pairs + k] = bf16(x[r, k]).
@@ -545,23 +559,32 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
         r_begin, std::min<int64_t>(rows, r_begin + chunk_rows), block * kBlockVectors * kLanes,
         static_cast<int>(std::min<int64_t>(kBlockVectors, vectors_total - block * kBlockVectors))};
   };
-  // Items are claimed one at a time (a worker that joins late takes fewer). While computing
-  // item i a thread prefetches item i + threads: with every thread at the same pace, the item
-  // it will claim next.
+  // Items are numbered row chunk fastest, and ParallelFor gives each thread a contiguous share
+  // of them, so a thread's next item is mostly the same block's next rows: the re-arranged
+  // block is kept per thread while the call (numbered, so a later call's weights at the same
+  // address are packed afresh) and the block are the same. While computing an item whose
+  // successor is another block, a thread prefetches that block's weights.
+  const uint64_t call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
   esurge_cpu::ParallelFor(items, [&](int64_t item) {
     thread_local std::vector<uint32_t> buffer;
+    thread_local uint64_t packed_call = 0;
+    thread_local int64_t packed_n0 = -1;
     const size_t need = static_cast<size_t>(pairs * kBlockVectors * kLanes);
     if (buffer.size() < need) buffer.resize(need);
     const ItemSpan it = span(item);
     if (it.r_begin >= it.r_end) return;
-    if (transpose_w) {
-      PackNT(w, K, it.n0, it.vectors, buffer.data());
-    } else {
-      PackNN(w, K, N, it.n0, it.vectors, buffer.data());
+    if (packed_call != call || packed_n0 != it.n0) {
+      if (transpose_w) {
+        PackNT(w, K, it.n0, it.vectors, buffer.data());
+      } else {
+        PackNN(w, K, N, it.n0, it.vectors, buffer.data());
+      }
+      packed_call = call;
+      packed_n0 = it.n0;
     }
     AheadPrefetcher ahead;
-    if (item + threads < items) {
-      const ItemSpan next = span(item + threads);
+    if (item + 1 < items && span(item + 1).n0 != it.n0) {
+      const ItemSpan next = span(item + 1);
       const int64_t width = next.vectors * kLanes;
       ahead = transpose_w ? AheadPrefetcher(w + next.n0 * K, 1, width * K * 2, 0)
                           : AheadPrefetcher(w + next.n0, K, width * 2, N * 2);
@@ -609,7 +632,7 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
                     static_cast<int>(std::min<int64_t>(item_vectors, vectors_total - v0))};
   };
 #if !ESURGE_HAS_BF16_PAIRS
-  const uint64_t call = g_packed_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  const uint64_t call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
 #endif
   auto first_word = [&](int64_t v0) {
     return wp + (v0 / kBlockVectors) * block_words + (v0 % kBlockVectors) * kLanes;
@@ -619,8 +642,8 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     if (it.r_begin >= it.r_end) return;
     const int64_t item_rows = it.r_end - it.r_begin;
     AheadPrefetcher ahead;
-    if (item + threads < items) {
-      const ItemSpan next = span(item + threads);
+    if (item + 1 < items && span(item + 1).v0 != it.v0) {
+      const ItemSpan next = span(item + 1);
       ahead = AheadPrefetcher(first_word(next.v0), pairs, next.vectors * kLanes * 4,
                               kBlockVectors * kLanes * 4);
       const int64_t steps = ItemSteps(item_rows, it.vectors, pairs);
@@ -641,7 +664,8 @@ bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::
 
 ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                               ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
-                              bool transpose_w) {
+                              bool transpose_w, ffi::ThreadPool thread_pool) {
+  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
 #if !ESURGE_HAS_BF16_PAIRS
   return ffi::Error(ffi::ErrorCode::kUnimplemented,
       "bf16_pair_matmul (cpu): this CPU has no AVX512-BF16; use the xla matmul backend");
@@ -677,7 +701,8 @@ ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
   }
   const int64_t pairs = (K + 1) / 2;
   thread_local std::vector<uint32_t> x_pairs;
-  if (x_pairs.size() < static_cast<size_t>(rows * pairs)) x_pairs.resize(rows * pairs);
+  const size_t x_words = static_cast<size_t>(XWords(rows, pairs));
+  if (x_pairs.size() < x_words) x_pairs.resize(x_words);
   if (x.element_type() == ffi::DataType::F32) {
     PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
   } else {
@@ -696,7 +721,9 @@ ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
 }
 
 ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
-                                ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y) {
+                                ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
+                                ffi::ThreadPool thread_pool) {
+  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
   const auto x_dims = x.dimensions();
   const auto w_dims = w_packed.dimensions();
   const auto y_dims = y->dimensions();
@@ -729,7 +756,7 @@ ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed
     return ffi::Error::Success();
   }
   thread_local std::vector<uint32_t> x_pairs;
-  const size_t x_words = static_cast<size_t>(rows * pairs * kXWordsPerPair);
+  const size_t x_words = static_cast<size_t>(XWords(rows, pairs));
   if (x_pairs.size() < x_words) x_pairs.resize(x_words);
   if (x.element_type() == ffi::DataType::F32) {
     PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
@@ -752,7 +779,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PackedMatmul, Bf16PackedMatmulImpl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::AnyBuffer>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PairMatmul, Bf16PairMatmulImpl,
                               ffi::Ffi::Bind()
@@ -760,4 +788,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PairMatmul, Bf16PairMatmulImpl,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>()
-                                  .Attr<bool>("transpose_w"));
+                                  .Attr<bool>("transpose_w")
+                                  .Ctx<ffi::ThreadPool>());

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "parallel_for.h"
+#include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -572,7 +573,8 @@ ffi::Error RaggedPagedAttentionImpl(ffi::AnyBuffer queries, ffi::AnyBuffer kv_pa
                                     ffi::Buffer<ffi::S32> num_seqs,
                                     ffi::Result<ffi::AnyBuffer> out, float sm_scale,
                                     int64_t sliding_window, int64_t chunk_size,
-                                    float soft_cap) {
+                                    float soft_cap, ffi::ThreadPool thread_pool) {
+  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(queries));
   const auto q_dims = queries.dimensions();
   const auto kv_dims = kv_pages.dimensions();
   const auto table_dims = page_indices.dimensions();
@@ -705,7 +707,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeRaggedPagedAttention, RaggedPagedAttentionIm
                                   .Attr<float>("sm_scale")
                                   .Attr<int64_t>("sliding_window")
                                   .Attr<int64_t>("chunk_size")
-                                  .Attr<float>("soft_cap"));
+                                  .Attr<float>("soft_cap")
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeWriteKVPages, WriteKVPagesImpl,
                               ffi::Ffi::Bind()
