@@ -37,7 +37,7 @@ def test_padding_token_rows_are_zero(rng):
 
 @pytest.mark.parametrize(
     "num_tokens",
-    [200, 300],  # a decode-sized step (the library's workers) and a prefill one (XLA's pool)
+    [100, 300],  # a decode-sized step (the library's workers) and a prefill one (XLA's pool)
 )
 def test_many_sequences_spread_over_the_thread_pool_match_xla(rng, num_tokens):
     from esurge_attention_xla.kernel import ragged_paged_attention as xla

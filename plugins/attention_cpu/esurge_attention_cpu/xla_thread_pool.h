@@ -44,7 +44,7 @@ inline bool UseXlaThreadPool() {
 // Calls of a step of at least this many (padded) tokens, a prefill bucket, run their helpers on
 // XLA's pool; smaller steps (decode) on the library's own spinning workers, which pick up the
 // hundreds of short calls of a decode step sooner.
-constexpr int64_t kXlaPoolMinTokens = 256;
+constexpr int64_t kXlaPoolMinTokens = 128;
 
 // A step's token count as the leading dimension of a call's activations (0 for a scalar).
 inline int64_t LeadingDimension(const xla::ffi::AnyBuffer& buffer) {
