@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/matmul_products.py --rows 1 8 64 128 512 2048
 
 For each row count M: one jitted function multiplies an fp32 ``x [M, K]`` by ``--products``
-distinct bf16 weights ``[K, N]``, one after the other (each x depends on the last product) (SmolLM2's MLP shape by default, 30 of them so that the
-weights, 53 MB, stream from memory as in a decode step) through
+distinct bf16 weights ``[K, N]`` one after the other, each x depending on the last product
+(SmolLM2's MLP shape by default, 30 of them so that the weights, 53 MB, stream from memory as
+in a decode step) through
 
 * ``packed``: the ``cpu`` backend's packed kernel (``bf16_packed_matmul``, weights packed once);
 * ``xla_bf16``: XLA's dot with x rounded to bf16 (what ``matmul`` falls back to);
@@ -15,8 +16,8 @@ weights, 53 MB, stream from memory as in a decode step) through
 
 Starts with eSurge's malloc settings (``esurge_core.host_malloc``), as the engine does: without
 them every call faults its fresh output buffers in again, which at 512-2048 rows cost the
-packed path a third of its rate. Each path runs three rounds of five calls, interleaved with the others; the best call is
-printed with its GFLOP/s. Run on a quiet machine and compare paths within one run.
+packed path a third of its rate. Each path runs three rounds of five calls, interleaved with
+the others; the best call is printed with its GFLOP/s. Run on a quiet machine and compare paths within one run.
 """
 
 from __future__ import annotations

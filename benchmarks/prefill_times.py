@@ -5,7 +5,8 @@
 SmolLM2-135M-Instruct with bf16 weights and KV cache (fp32 activations) and the W1-W4 engine
 settings. For each prompt count: ``--repeats`` calls with fresh random prompts (nothing in
 the prefix cache); the first compiles and is left out; prints the median and the best of the
-rest, and the median count of minor page faults. Compare changes in runs made one after the other, alternating, on a quiet machine.
+rest, and the median count of minor page faults. Compare changes in runs made one after the
+other, alternating, on a quiet machine.
 """
 
 from __future__ import annotations

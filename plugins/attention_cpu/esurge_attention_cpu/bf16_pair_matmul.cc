@@ -583,8 +583,8 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
       packed_n0 = it.n0;
     }
     AheadPrefetcher ahead;
-    if (item + 1 < items && span(item + 1).n0 != it.n0) {
-      const ItemSpan next = span(item + 1);
+    const ItemSpan next = span(std::min(item + 1, items - 1));
+    if (next.n0 != it.n0) {
       const int64_t width = next.vectors * kLanes;
       ahead = transpose_w ? AheadPrefetcher(w + next.n0 * K, 1, width * K * 2, 0)
                           : AheadPrefetcher(w + next.n0, K, width * 2, N * 2);
@@ -642,8 +642,8 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     if (it.r_begin >= it.r_end) return;
     const int64_t item_rows = it.r_end - it.r_begin;
     AheadPrefetcher ahead;
-    if (item + 1 < items && span(item + 1).v0 != it.v0) {
-      const ItemSpan next = span(item + 1);
+    const ItemSpan next = span(std::min(item + 1, items - 1));
+    if (next.v0 != it.v0) {
       ahead = AheadPrefetcher(first_word(next.v0), pairs, next.vectors * kLanes * 4,
                               kBlockVectors * kLanes * 4);
       const int64_t steps = ItemSteps(item_rows, it.vectors, pairs);

@@ -145,14 +145,9 @@ class WorkerPool {
   // first. The caller returns once every item has finished; a worker that arrives late finds
   // its job's items all claimed (its own share taken from the end by the others) and touches
   // nothing else.
+  // At most kMaxItems items (the free ParallelFor splits larger counts).
   void ParallelFor(int64_t n, const std::function<void(int64_t)>& body) {
     if (n <= 0) return;
-    if (n > kMaxItems) {  // a share is kept as two 32-bit halves of one word
-      for (int64_t start = 0; start < n; start += kMaxItems) {
-        ParallelFor(std::min(kMaxItems, n - start), [&](int64_t i) { body(start + i); });
-      }
-      return;
-    }
     if (workers_.empty() || n == 1) {
       for (int64_t i = 0; i < n; ++i) body(i);
       return;
@@ -232,16 +227,9 @@ inline WorkerPool& Pool() {
 
 // ParallelFor on an executor: the caller and `helpers` tasks drain one Job. A task that
 // starts after every item was claimed finds nothing to do (the Job outlives the call).
+// At most kMaxItems items (the free ParallelFor splits larger counts).
 inline void ParallelForOn(const Executor& executor, int64_t n,
                           const std::function<void(int64_t)>& body) {
-  if (n <= 0) return;
-  if (n > kMaxItems) {
-    for (int64_t start = 0; start < n; start += kMaxItems) {
-      ParallelForOn(executor, std::min(kMaxItems, n - start),
-                    [&](int64_t i) { body(start + i); });
-    }
-    return;
-  }
   const int helpers = static_cast<int>(std::min<int64_t>(executor.helpers, n - 1));
   if (helpers <= 0) {
     for (int64_t i = 0; i < n; ++i) body(i);
@@ -259,6 +247,12 @@ inline int64_t PoolSize() {
 }
 
 inline void ParallelFor(int64_t n, const std::function<void(int64_t)>& body) {
+  if (n > kMaxItems) {  // a share is kept as two 32-bit halves of one word
+    for (int64_t start = 0; start < n; start += kMaxItems) {
+      ParallelFor(std::min(kMaxItems, n - start), [&](int64_t i) { body(start + i); });
+    }
+    return;
+  }
   if (t_executor != nullptr) return ParallelForOn(*t_executor, n, body);
   Pool().ParallelFor(n, body);
 }

@@ -41,9 +41,10 @@ inline bool UseXlaThreadPool() {
   return use;
 }
 
-// Calls of a step of at least this many (padded) tokens, a prefill bucket, run their helpers on
-// XLA's pool; smaller steps (decode) on the library's own spinning workers, which pick up the
-// hundreds of short calls of a decode step sooner.
+// Calls of a step of at least this many (padded) tokens (a prefill bucket, or a decode batch of
+// that many sequences) run their helpers on XLA's pool; smaller steps (decode) on the
+// library's own spinning workers, which pick up the hundreds of short calls of a decode step
+// sooner.
 constexpr int64_t kXlaPoolMinTokens = 128;
 
 // A step's token count as the leading dimension of a call's activations (0 for a scalar).
@@ -60,9 +61,9 @@ class XlaThreadPoolScope {
     const int64_t threads = pool_.num_threads();
     if (threads <= 0) return;  // no pool: the library's own workers
     // The caller is one participant; never more participants than CPUs (or
-    // $ESURGE_CPU_KERNEL_THREADS).
-    const int64_t cpus = EnvInt("ESURGE_CPU_KERNEL_THREADS", 1,
-                                std::max(1u, std::thread::hardware_concurrency()));
+    // $ESURGE_CPU_KERNEL_THREADS), read once per process.
+    static const int64_t cpus = EnvInt("ESURGE_CPU_KERNEL_THREADS", 1,
+                                       std::max(1u, std::thread::hardware_concurrency()));
     executor_.helpers = static_cast<int>(std::max<int64_t>(0, std::min(threads, cpus) - 1));
     executor_.schedule = [this](std::function<void()> task) { pool_.Schedule(std::move(task)); };
     scope_.emplace(&executor_);
