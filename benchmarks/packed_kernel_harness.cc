@@ -11,7 +11,8 @@
 //   /tmp/packed_kernel_harness 16 64 128 256 2048
 //   K=1536 N=576 /tmp/packed_kernel_harness 64 2048    # another shape
 //
-// ESURGE_CPU_KERNEL_THREADS=1 times one thread. It includes the kernel's source, so building
+// ESURGE_CPU_KERNEL_THREADS=1 times one thread, ESURGE_CPU_AMX=0 the AVX-512 path on a CPU
+// with AMX. It includes the kernel's source, so building
 // it from an older checkout times that version.
 
 #include <chrono>
@@ -36,19 +37,24 @@ int main(int argc, char** argv) {
     const int64_t rows = std::atol(argv[a]);
     std::vector<float> x(rows * K);
     for (auto& v : x) v = (rng() % 1000) / 1000.0f - 0.5f;
-    std::vector<uint32_t> packed_x((rows + 6) * pairs * 2);  // enough for either layout
+    std::vector<uint32_t> packed_x((rows + 32) * pairs * 2);  // enough for every layout
+    const bool tiles = esurge_cpu::amx::Takes(rows, K);
     std::vector<float> y(rows * N);
     double best = 1e9;
     for (int round = 0; round < 20; ++round) {
       const auto start = std::chrono::steady_clock::now();
       for (int p = 0; p < kProducts; ++p) {
-        PackRows(x.data(), rows, K, packed_x.data());
-        Bf16PackedMatmul(packed_x.data(), rows, K, weights[p].data(), N, y.data());
+        if (tiles) {
+          PackRowsForTiles(x.data(), rows, K, reinterpret_cast<uint16_t*>(packed_x.data()));
+        } else {
+          PackRows(x.data(), rows, K, packed_x.data());
+        }
+        Bf16PackedMatmul(packed_x.data(), rows, K, weights[p].data(), N, tiles, y.data());
       }
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
       best = std::min(best, took.count());
     }
-    std::printf("%ld rows: %.0f GFLOP/s\n", static_cast<long>(rows),
-                2.0 * rows * K * N * kProducts / best / 1e9);
+    std::printf("%ld rows: %.0f GFLOP/s%s\n", static_cast<long>(rows),
+                2.0 * rows * K * N * kProducts / best / 1e9, tiles ? " (AMX tiles)" : "");
   }
 }

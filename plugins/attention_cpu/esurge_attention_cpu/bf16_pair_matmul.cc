@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -41,6 +42,8 @@
 namespace ffi = xla::ffi;
 
 extern "C" int EsurgeBf16PairMatmulAvailable() { return ESURGE_HAS_BF16_PAIRS; }
+// Whether products of enough rows run on the AMX tile unit in this process (amx_tiles.h).
+extern "C" int EsurgeAmxTilesUsable() { return esurge_cpu::amx::Usable() ? 1 : 0; }
 
 namespace {
 
@@ -50,6 +53,8 @@ constexpr int kBlockVectors = 4;  // output columns per item: 64 (measured bette
 // large product is split into row panels whose rows stay in cache while the block's weights
 // are streamed (measured at 512 / 2048 rows: 76 -> 65 ms, 283 -> 230 ms for 30 products).
 constexpr int64_t kPackedChunkPasses = 16;
+// The same on the tile unit, in passes of 32 rows.
+constexpr int64_t kTileChunkPasses = 4;
 
 inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
   uint32_t bits;
@@ -498,6 +503,27 @@ void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
 
 #endif  // ESURGE_HAS_BF16_PAIRS
 
+// x's real rows rounded to bf16 as plain rows for the tile unit (amx_tiles.h): xb[r * K + k],
+// zero rows up to whole tiles.
+template <typename TX>
+void PackRowsForTiles(const TX* x, int64_t rows, int64_t K, uint16_t* xb) {
+#if ESURGE_HAS_AMX
+  const int64_t padded = esurge_cpu::amx::PaddedRows(rows);
+  esurge_cpu::ParallelFor(padded / esurge_cpu::amx::kTileRows, [&](int64_t t) {
+    for (int64_t r = t * esurge_cpu::amx::kTileRows; r < (t + 1) * esurge_cpu::amx::kTileRows;
+         ++r) {
+      if (r < rows) {
+        esurge_cpu::amx::StoreRowBf16(x + r * K, K, xb + r * K);
+      } else {
+        std::memset(xb + r * K, 0, K * sizeof(uint16_t));
+      }
+    }
+  });
+#else
+  (void)x, (void)rows, (void)K, (void)xb;
+#endif
+}
+
 template <int V, typename TY>
 void RowsOfBlock(const uint32_t* xp, int64_t pairs, int64_t r_begin, int64_t r_end,
                  const uint32_t* packed, int64_t packed_stride, TY* y, int64_t N, int64_t n0,
@@ -532,21 +558,47 @@ void RowsOfBlockAnyWidth(int vectors, const uint32_t* xp, int64_t pairs, int64_t
   }
 }
 
+// Rows per pass and micro-kernel steps (AheadPrefetcher::Step calls) of an item of `rows`
+// rows and `vectors` vectors, on the tile unit or not.
+inline int64_t PassRows(bool tiles) { return tiles ? esurge_cpu::amx::kPassRows : kRows; }
+inline int64_t StepsOfItem(bool tiles, int64_t rows, int vectors, int64_t pairs) {
+  if (!tiles) return ItemSteps(rows, vectors, pairs);
+  return (rows + esurge_cpu::amx::kPassRows - 1) / esurge_cpu::amx::kPassRows *
+         ((vectors + 1) / 2) * (pairs / esurge_cpu::amx::kTilePairs);
+}
+
+// Rows [r_begin, r_end) of y, columns [n0, n0 + 16 * vectors), on the tile unit: x as the bf16
+// rows of PackRowsForTiles (in `xp`), the block's pairs `packed_stride` words apart.
+template <typename TY>
+void TileRowsOfBlock(const uint32_t* xp, int64_t K, int64_t r_begin, int64_t r_end,
+                     const uint32_t* packed, int64_t packed_stride, int vectors, TY* y, int64_t N,
+                     int64_t n0, AheadPrefetcher& ahead) {
+#if ESURGE_HAS_AMX
+  esurge_cpu::amx::RowsOfBlock(reinterpret_cast<const uint16_t*>(xp), K, r_begin, r_end, packed,
+                               packed_stride, vectors, y, N, n0, [&] { ahead.Step(); });
+#else
+  (void)xp, (void)K, (void)r_begin, (void)r_end, (void)packed, (void)packed_stride;
+  (void)vectors, (void)y, (void)N, (void)n0, (void)ahead;
+#endif
+}
+
 #if ESURGE_HAS_BF16_PAIRS
 
+// `tiles`: x is packed for the tile unit (PackRowsForTiles) and the items run there.
 template <typename TY>
 void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t* w, int64_t N,
-                    bool transpose_w, TY* y) {
+                    bool transpose_w, bool tiles, TY* y) {
   const int64_t pairs = (K + 1) / 2;
   const int64_t vectors_total = N / kLanes;
   const int64_t blocks = (vectors_total + kBlockVectors - 1) / kBlockVectors;
   // Enough items to keep every thread busy: split the rows too when there are few column
   // blocks (each such item packs its block again).
   const int64_t threads = esurge_cpu::PoolSize();
-  const int64_t row_passes = (rows + kRows - 1) / kRows;
+  const int64_t pass_rows = PassRows(tiles);
+  const int64_t row_passes = (rows + pass_rows - 1) / pass_rows;
   const int64_t row_chunks =
       std::clamp<int64_t>((4 * threads + blocks - 1) / blocks, 1, row_passes);
-  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * kRows;
+  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * pass_rows;
   const int64_t items = blocks * row_chunks;
   struct ItemSpan {
     int64_t r_begin, r_end, n0;
@@ -588,8 +640,14 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
       const int64_t width = next.vectors * kLanes;
       ahead = transpose_w ? AheadPrefetcher(w + next.n0 * K, 1, width * K * 2, 0)
                           : AheadPrefetcher(w + next.n0, K, width * 2, N * 2);
-      const int64_t steps = (it.r_end - it.r_begin + kRows - 1) / kRows * pairs;
+      const int64_t steps =
+          tiles ? StepsOfItem(true, it.r_end - it.r_begin, it.vectors, pairs)
+                : (it.r_end - it.r_begin + kRows - 1) / kRows * pairs;
       ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
+    }
+    if (tiles) {
+      return TileRowsOfBlock(xp, K, it.r_begin, it.r_end, buffer.data(), it.vectors * kLanes,
+                             it.vectors, y, N, it.n0, ahead);
     }
     RowsOfBlockAnyWidth(it.vectors, xp, pairs, it.r_begin, it.r_end, buffer.data(),
                         it.vectors * kLanes, y, N, it.n0, ahead);
@@ -605,7 +663,7 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
 // than 4 when there are too few blocks to keep every thread busy) and a chunk of rows.
 template <typename TY>
 void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_t* wp, int64_t N,
-                      TY* y) {
+                      bool tiles, TY* y) {
   const int64_t pairs = (K + 1) / 2;
   const int64_t block_words = pairs * kBlockVectors * kLanes;
   const int64_t vectors_total = N / kLanes;
@@ -613,12 +671,14 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
   int item_vectors = kBlockVectors;
   while (item_vectors > 1 && vectors_total / item_vectors < 2 * threads) item_vectors /= 2;
   const int64_t column_items = (vectors_total + item_vectors - 1) / item_vectors;
-  const int64_t row_passes = (rows + kRows - 1) / kRows;
+  const int64_t pass_rows = PassRows(tiles);
+  const int64_t chunk_passes = tiles ? kTileChunkPasses : kPackedChunkPasses;
+  const int64_t row_passes = (rows + pass_rows - 1) / pass_rows;
   const int64_t row_chunks = std::clamp<int64_t>(
       std::max((4 * threads + column_items - 1) / column_items,
-               (row_passes + kPackedChunkPasses - 1) / kPackedChunkPasses),
+               (row_passes + chunk_passes - 1) / chunk_passes),
       1, row_passes);
-  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * kRows;
+  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * pass_rows;
   const int64_t items = column_items * row_chunks;
   struct ItemSpan {
     int64_t r_begin, r_end, v0;
@@ -646,8 +706,12 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     if (next.v0 != it.v0) {
       ahead = AheadPrefetcher(first_word(next.v0), pairs, next.vectors * kLanes * 4,
                               kBlockVectors * kLanes * 4);
-      const int64_t steps = ItemSteps(item_rows, it.vectors, pairs);
+      const int64_t steps = StepsOfItem(tiles, item_rows, it.vectors, pairs);
       ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
+    }
+    if (tiles) {
+      return TileRowsOfBlock(xp, K, it.r_begin, it.r_end, first_word(it.v0),
+                             kBlockVectors * kLanes, it.vectors, y, N, it.v0 * kLanes, ahead);
     }
 #if !ESURGE_HAS_BF16_PAIRS
     if (WidensItem(item_rows)) {
@@ -661,6 +725,31 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
 }
 
 bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::DataType::BF16; }
+
+// x's first `rows` rows in the layout the product reads: PackRowsForTiles' with `tiles`, else
+// PackRows'. The buffer is the calling thread's, reused by its next call.
+const uint32_t* PackedX(const ffi::AnyBuffer& x, int64_t rows, int64_t K, bool tiles) {
+  thread_local std::vector<uint32_t> words;
+  const int64_t pairs = (K + 1) / 2;
+  const size_t need = static_cast<size_t>(
+      tiles ? esurge_cpu::amx::PaddedRows(rows) * pairs : XWords(rows, pairs));
+  if (words.size() < need) words.resize(need);
+  const bool f32 = x.element_type() == ffi::DataType::F32;
+  const void* data = x.untyped_data();
+  if (tiles) {
+    auto* xb = reinterpret_cast<uint16_t*>(words.data());
+    if (f32) {
+      PackRowsForTiles(static_cast<const float*>(data), rows, K, xb);
+    } else {
+      PackRowsForTiles(static_cast<const uint16_t*>(data), rows, K, xb);
+    }
+  } else if (f32) {
+    PackRows(static_cast<const float*>(data), rows, K, words.data());
+  } else {
+    PackRows(static_cast<const uint16_t*>(data), rows, K, words.data());
+  }
+  return words.data();
+}
 
 ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
                               ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
@@ -699,21 +788,14 @@ ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
     std::memset(y->untyped_data(), 0, rows * row_bytes);
     return ffi::Error::Success();
   }
-  const int64_t pairs = (K + 1) / 2;
-  thread_local std::vector<uint32_t> x_pairs;
-  const size_t x_words = static_cast<size_t>(XWords(rows, pairs));
-  if (x_pairs.size() < x_words) x_pairs.resize(x_words);
-  if (x.element_type() == ffi::DataType::F32) {
-    PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
-  } else {
-    PackRows(static_cast<const uint16_t*>(x.untyped_data()), rows, K, x_pairs.data());
-  }
+  const bool tiles = esurge_cpu::amx::Takes(rows, K);
+  const uint32_t* xp = PackedX(x, rows, K, tiles);
   const auto* wd = static_cast<const uint16_t*>(w.untyped_data());
   if (y->element_type() == ffi::DataType::F32) {
-    Bf16PairMatmul(x_pairs.data(), rows, K, wd, N, transpose_w,
+    Bf16PairMatmul(xp, rows, K, wd, N, transpose_w, tiles,
                    static_cast<float*>(y->untyped_data()));
   } else {
-    Bf16PairMatmul(x_pairs.data(), rows, K, wd, N, transpose_w,
+    Bf16PairMatmul(xp, rows, K, wd, N, transpose_w, tiles,
                    static_cast<uint16_t*>(y->untyped_data()));
   }
   return ffi::Error::Success();
@@ -755,19 +837,13 @@ ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed
     std::memset(y->untyped_data(), 0, rows * row_bytes);
     return ffi::Error::Success();
   }
-  thread_local std::vector<uint32_t> x_pairs;
-  const size_t x_words = static_cast<size_t>(XWords(rows, pairs));
-  if (x_pairs.size() < x_words) x_pairs.resize(x_words);
-  if (x.element_type() == ffi::DataType::F32) {
-    PackRows(static_cast<const float*>(x.untyped_data()), rows, K, x_pairs.data());
-  } else {
-    PackRows(static_cast<const uint16_t*>(x.untyped_data()), rows, K, x_pairs.data());
-  }
+  const bool tiles = esurge_cpu::amx::Takes(rows, K);
+  const uint32_t* xp = PackedX(x, rows, K, tiles);
   const uint32_t* wp = w_packed.typed_data();
   if (y->element_type() == ffi::DataType::F32) {
-    Bf16PackedMatmul(x_pairs.data(), rows, K, wp, N, static_cast<float*>(y->untyped_data()));
+    Bf16PackedMatmul(xp, rows, K, wp, N, tiles, static_cast<float*>(y->untyped_data()));
   } else {
-    Bf16PackedMatmul(x_pairs.data(), rows, K, wp, N, static_cast<uint16_t*>(y->untyped_data()));
+    Bf16PackedMatmul(xp, rows, K, wp, N, tiles, static_cast<uint16_t*>(y->untyped_data()));
   }
   return ffi::Error::Success();
 }

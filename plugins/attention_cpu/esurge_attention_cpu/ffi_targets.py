@@ -53,3 +53,17 @@ def bf16_pairs_available() -> bool:
     register_ffi_targets()
     assert _library is not None
     return bool(_library.EsurgeBf16PairMatmulAvailable())
+
+
+def amx_tiles_usable() -> bool:
+    """Whether the bf16 weight products of 8 rows or more run on the AMX tile unit here.
+
+    True on a CPU with AMX-BF16 whose kernel grants this process the tile state, unless
+    ``ESURGE_CPU_AMX=0`` (read once per process, when a product first asks).
+
+    Raises:
+        NativeBuildError: the kernels could not be compiled on this machine.
+    """
+    register_ffi_targets()
+    assert _library is not None
+    return bool(_library.EsurgeAmxTilesUsable())
