@@ -51,9 +51,7 @@ print("amx", amx_tiles_usable(), "checked", checked)
 def _cpu_has_amx_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as info:
-            return any(
-                line.startswith("flags") and "amx_bf16" in line.split() for line in info
-            )
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
     except OSError:
         return False
 
