@@ -1,12 +1,15 @@
-"""The CPU attention kernel alone on a batch-64 decode step of SmolLM2's shape.
+"""The CPU attention kernel alone on a step of 64 sequences of SmolLM2's shape.
 
     .venv/bin/python benchmarks/attention_decode_times.py --context 192 560
     .venv/bin/python benchmarks/attention_decode_times.py --context 560 --shared
+    .venv/bin/python benchmarks/attention_decode_times.py --context 528 --query-len 16
 
-64 sequences of one new token each, 9 query / 3 kv heads of 64, fp32 queries over a bf16
-cache in pages of 16 scattered at random; ``--shared``: every sequence's pages but its last
-five are the first sequence's (a shared prefix, as in W4). Prints the best time of one call
-(one layer) over ``--repeats`` chained calls, and its rate in GFLOP/s (QK and PV).
+64 sequences of ``--query-len`` new tokens each (default 1: a decode step; W4's prefill
+step has 16 per sequence after the shared prefix), 9 query / 3 kv heads of 64, fp32 queries
+over a bf16 cache in pages of 16 scattered at random; ``--shared``: every sequence's pages
+but its last five are the first sequence's (a shared prefix, as in W4). Prints the best time
+of one call (one layer) over ``--repeats`` chained calls, and its rate in GFLOP/s (QK and
+PV over the visible keys).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from esurge_attention_cpu import kernel
 SEQS, Q_HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE = 64, 9, 3, 64, 16
 
 
-def time_one(context: int, shared: bool, repeats: int) -> float:
+def time_one(context: int, query_len: int, shared: bool, repeats: int) -> float:
     pages_per_seq = -(-context // PAGE_SIZE)
     rng = np.random.default_rng(0)
     num_pages = SEQS * pages_per_seq + 1
@@ -32,12 +35,12 @@ def time_one(context: int, shared: bool, repeats: int) -> float:
     table = order[: SEQS * pages_per_seq].reshape(SEQS, pages_per_seq).astype(np.int32)
     if shared:
         table[:, : pages_per_seq - 5] = table[0, : pages_per_seq - 5]
-    q = jnp.asarray(rng.standard_normal((SEQS, Q_HEADS, HEAD_DIM)), jnp.float32)
+    q = jnp.asarray(rng.standard_normal((SEQS * query_len, Q_HEADS, HEAD_DIM)), jnp.float32)
     operands = (
         kv,
         jnp.full((SEQS,), context, jnp.int32),
         jnp.asarray(table),
-        jnp.arange(SEQS + 1, dtype=jnp.int32),
+        jnp.arange(0, SEQS * query_len + 1, query_len, dtype=jnp.int32),
         jnp.asarray([SEQS], jnp.int32),
     )
     call = jax.jit(lambda q, *rest: kernel.ragged_paged_attention(q, *rest, sm_scale=0.125))
@@ -54,14 +57,17 @@ def time_one(context: int, shared: bool, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--context", type=int, nargs="+", default=[192, 560])
+    parser.add_argument("--query-len", type=int, default=1)
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     for context in args.context:
-        seconds = time_one(context, args.shared, args.repeats)
-        flops = 4 * SEQS * Q_HEADS * context * HEAD_DIM
+        seconds = time_one(context, args.query_len, args.shared, args.repeats)
+        visible = sum(context - args.query_len + 1 + i for i in range(args.query_len))
+        flops = 4 * SEQS * Q_HEADS * visible * HEAD_DIM
         print(
-            f"context {context}{' shared prefix' if args.shared else ''}: "
+            f"context {context}, {args.query_len} new tokens"
+            f"{' shared prefix' if args.shared else ''}: "
             f"{seconds * 1e3:.3f} ms per layer, {flops / seconds / 1e9:.0f} GFLOP/s"
         )
 

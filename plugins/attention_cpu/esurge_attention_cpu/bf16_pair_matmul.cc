@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "amx_tiles.h"
+#include "avx512_transpose.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -129,34 +130,6 @@ void PackNN(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int vectors, ui
   }
 }
 
-// Transposes a 16 x 16 tile of 32-bit words in registers: row c of the result is column c.
-inline void Transpose16x16(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // u[4i + c]: column 4l + c of rows 4i..4i+3 in 128-bit lane l.
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-  // t[c] (c < 4): columns c and 8 + c; t[4 + c]: columns 4 + c and 12 + c; rows 0-7, then
-  // the same for rows 8-15 in t[8 + ...].
-  for (int h = 0; h < 2; ++h) {
-    for (int c = 0; c < 4; ++c) {
-      t[8 * h + c] = _mm512_shuffle_i32x4(u[8 * h + c], u[8 * h + 4 + c], 0x88);
-      t[8 * h + 4 + c] = _mm512_shuffle_i32x4(u[8 * h + c], u[8 * h + 4 + c], 0xdd);
-    }
-  }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0x88);
-    r[8 + i] = _mm512_shuffle_i32x4(t[i], t[8 + i], 0xdd);
-  }
-}
-
 // The same for W stored [N, K]: the pair (W^T[2kp, n], W^T[2kp + 1, n]) is the 32-bit word kp
 // of row n, so packing is a transpose of 32-bit words, done in 16 x 16 tiles in registers.
 void PackNT(const uint16_t* w, int64_t K, int64_t n0, int vectors, uint32_t* packed) {
@@ -170,7 +143,7 @@ void PackNT(const uint16_t* w, int64_t K, int64_t n0, int vectors, uint32_t* pac
     for (int64_t kp0 = 0; kp0 < tiled_pairs; kp0 += kLanes) {
       __m512i tile[16];
       for (int j = 0; j < kLanes; ++j) tile[j] = _mm512_loadu_si512(rows + j * K + 2 * kp0);
-      Transpose16x16(tile);
+      esurge_cpu::Transpose16x16(tile);
       for (int c = 0; c < kLanes; ++c) _mm512_storeu_si512(dst + (kp0 + c) * width, tile[c]);
     }
     for (int j = 0; j < kLanes; ++j) {

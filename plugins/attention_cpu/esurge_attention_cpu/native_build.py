@@ -24,7 +24,8 @@ SOURCES = (
     _HERE / "small_matmul.cc",
     _HERE / "bf16_pair_matmul.cc",
 )
-HEADERS = (_HERE / "parallel_for.h", _HERE / "xla_thread_pool.h")
+# Every header the sources include (all of them are in this directory).
+HEADERS = tuple(sorted(_HERE.glob("*.h")))
 # Not -ffast-math: linking a shared library with it (GCC < 13) pulls in crtfastmath.o, which
 # sets flush-to-zero / denormals-are-zero for the whole process at load time. The flags below
 # allow the same reassociation (vectorised reductions) without touching global FP state.

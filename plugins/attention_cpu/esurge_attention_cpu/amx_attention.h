@@ -1,0 +1,322 @@
+// Attention of up to 16 query rows of one kv head over a paged bf16 cache on the AMX tile unit
+// (the tile path of ragged_paged_attention.cc; amx_tiles.h has the unit's basics).
+//
+// Keys come 32 at a time (two tiles of 16, each inside one page: pages hold a multiple of 16
+// tokens and the blocks start at multiples of 16):
+//   * scores, transposed: S^T = K Q^T. A K tile (16 keys x 32 dims) is one strided load
+//     straight from the page; the Q^T tiles (32 dims x 16 rows, in pairs of dims) are built
+//     once per item. S^T's 16 x 16 fp32 tiles hold one key per row and one query row per
+//     column, so the online softmax runs with one vector lane per query row (max, exponential
+//     and sum over the block's keys, masked per row by its visible key range);
+//   * P V: the probabilities transposed to rows of 32 keys (two 16 x 16 transposes) times V
+//     re-laid into pairs of keys, one 16 x 16 tile of sums per 16 dims, added to the row's
+//     fp32 accumulators after the softmax rescale.
+// The tile unit multiplies bf16 values. To keep the kernel's contract (fp32 queries and
+// probabilities over the bf16 cache, equal to the XLA kernel within 1e-5), each query and
+// probability value is split into three bf16 parts whose sum is the value to fp32 precision
+// (8 significant bits each), and every product is the sum of three tile products: K and V
+// are exact in bf16, so each partial product is exact and only the fp32 sums round.
+
+#ifndef ESURGE_AMX_ATTENTION_H_
+#define ESURGE_AMX_ATTENTION_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "amx_tiles.h"
+#include "avx512_transpose.h"
+
+namespace esurge_cpu::amx {
+
+constexpr int kAttentionRows = 16;  // query rows per item (one tile)
+
+#if ESURGE_HAS_AMX
+
+constexpr int kSplits = 3;        // bf16 parts per fp32 value
+constexpr int kKeysPerBlock = 32;  // keys per softmax block (two tiles)
+
+// Where one item's keys and values are in the cache.
+struct PagedHead {
+  const uint16_t* kv;         // [pages, page_size, 2 * kv heads, head_dim]
+  const int32_t* page_table;  // the sequence's pages
+  int64_t page_size, pages_per_seq;
+  int64_t token_stride;  // elements from one token's row to the next
+  int64_t k_offset;      // elements from a token's row to this kv head's K (its V follows)
+  const uint16_t* Key(int64_t pos) const {
+    const int64_t slot = std::min<int64_t>(pos / page_size, pages_per_seq - 1);
+    return kv + (page_table[slot] * page_size + pos % page_size) * token_stride + k_offset;
+  }
+};
+
+// 16 bf16 values widened to fp32.
+inline __m512 Bf16ToF32(__m256i x) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
+}
+
+// parts[i] (16 bf16 each) sum to x to fp32 precision.
+inline void SplitThree(__m512 x, __m256i parts[kSplits]) {
+  for (int i = 0; i < kSplits; ++i) {
+    parts[i] = (__m256i)_mm512_cvtneps_pbh(x);
+    x = _mm512_sub_ps(x, Bf16ToF32(parts[i]));
+  }
+}
+
+// exp(x) for x <= 0, the polynomial of ragged_paged_attention.cc's ExpNonPositive, 16 lanes.
+inline __m512 ExpNonPositive16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
+      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_add_ps(_mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x),
+                                 _mm512_mul_ps(n, _mm512_set1_ps(2.12194440e-4f)));
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  const __m512i bits =
+      _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+}
+
+// out[r * kD + d] = softmax-weighted values of query row r < rows (fp32 values q[r * kD + d],
+// already scaled), which sees the keys [lo[r], hi[r]] (inclusive; none if lo > hi), all of
+// them in [key_begin, key_end). Rows without a visible key are zero.
+template <int kD>
+void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
+                int64_t key_begin, int64_t key_end, const PagedHead& head, float* out) {
+  static_assert(kD % 32 == 0 && kD <= 256);
+  constexpr int kDimSteps = kD / 32;    // K tiles per 16 keys
+  constexpr int kDimChunks = kD / 16;   // output tiles per row block
+  constexpr int kMasked = -1;
+  // Q^T in pairs of dims: qt[(part * kDimSteps + s) * 256 + kp * 16 + r] holds dims
+  // 32s + 2kp (low half) and 32s + 2kp + 1 of row r; columns of absent rows are zero.
+  alignas(64) uint32_t qt[kSplits * kDimSteps * 256] = {};
+  for (int r = 0; r < rows; ++r) {
+    for (int d0 = 0; d0 < kD; d0 += 16) {
+      __m256i parts[kSplits];
+      SplitThree(_mm512_loadu_ps(q + r * kD + d0), parts);
+      for (int i = 0; i < kSplits; ++i) {
+        alignas(32) uint32_t words[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(words), parts[i]);
+        const int s = d0 / 32, kp0 = (d0 % 32) / 2;
+        for (int j = 0; j < 8; ++j) qt[(i * kDimSteps + s) * 256 + (kp0 + j) * 16 + r] = words[j];
+      }
+    }
+  }
+  alignas(64) int32_t lo_lanes[16], hi_lanes[16];
+  for (int r = 0; r < 16; ++r) {
+    const bool real = r < rows;
+    lo_lanes[r] = real ? static_cast<int32_t>(lo[r]) : 1;
+    hi_lanes[r] = real ? static_cast<int32_t>(hi[r]) : kMasked;
+  }
+  const __m512i lo_v = _mm512_load_si512(lo_lanes), hi_v = _mm512_load_si512(hi_lanes);
+  __m512 row_max = _mm512_set1_ps(-1e30f), denom = _mm512_setzero_ps();
+  alignas(64) float acc[kAttentionRows * kD] = {};
+  // Two of each block buffer: while block b's probabilities and value pairs are written by
+  // vector stores, the tile unit computes block b + 1's scores, and only then loads block b's
+  // (a tile load of lines still in the store buffer stalls; measured: a fifth of the time).
+  alignas(64) float scores[2][kKeysPerBlock * 16];             // [key][row]
+  alignas(64) uint16_t probs[2][kSplits][16 * kKeysPerBlock];  // [part][row][key]
+  alignas(64) uint32_t value_pairs[2][kDimChunks][16 * 16];    // [chunk][key pair][dim]
+  alignas(64) float rescale_lanes[2][16];
+  alignas(64) float sums[4 * 16 * 16];
+  // Value pairs: lanes 2j / 2j + 1 of a pair row hold dim j of the even / odd key.
+  alignas(64) uint16_t low_index[32], high_index[32];
+  for (int j = 0; j < 32; ++j) {
+    low_index[j] = static_cast<uint16_t>((j % 2) * 32 + j / 2);
+    high_index[j] = static_cast<uint16_t>((j % 2) * 32 + 16 + j / 2);
+  }
+  const __m512i low_pairs = _mm512_load_si512(low_index);
+  const __m512i high_pairs = _mm512_load_si512(high_index);
+  const int64_t key_bytes = head.token_stride * static_cast<int64_t>(sizeof(uint16_t));
+  const int64_t first_key = key_begin / 16 * 16;
+
+  struct Block {
+    int64_t k0;
+    int nt;  // keys of the block before key_end
+    const uint16_t* keys0;  // rows of keys k0 .. k0 + 15
+    const uint16_t* keys1;  // rows of keys k0 + 16 .. k0 + 31 (when nt > 16)
+  };
+  auto block_at = [&](int64_t k0) {
+    const int nt = static_cast<int>(std::min<int64_t>(kKeysPerBlock, key_end - k0));
+    const uint16_t* keys0 = head.Key(k0);
+    return Block{k0, nt, keys0, nt > 16 ? head.Key(k0 + 16) : keys0};
+  };
+  // The K and V rows of the block at k0, into cache.
+  auto prefetch = [&](int64_t k0) {
+    if (k0 >= key_end) return;
+    const Block b = block_at(k0);
+    for (int t = 0; t < b.nt; ++t) {
+      const char* row = reinterpret_cast<const char*>(
+          t < 16 ? b.keys0 + t * head.token_stride : b.keys1 + (t - 16) * head.token_stride);
+      for (int64_t offset = 0; offset < 2 * kD * 2; offset += 64) {
+        __builtin_prefetch(row + offset, 0, 3);
+      }
+    }
+  };
+  // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31.
+  auto compute_scores = [&](const Block& b, float* dst) {
+    const bool second_tile = b.nt > 16;
+    _tile_zero(0);
+    _tile_zero(1);
+    for (int s = 0; s < kDimSteps; ++s) {
+      _tile_loadd(2, b.keys0 + 32 * s, key_bytes);
+      if (second_tile) _tile_loadd(3, b.keys1 + 32 * s, key_bytes);
+      for (int i = 0; i < kSplits; ++i) {
+        _tile_loadd(4, qt + (i * kDimSteps + s) * 256, 64);
+        _tile_dpbf16ps(0, 2, 4);
+        if (second_tile) _tile_dpbf16ps(1, 3, 4);
+      }
+    }
+    _tile_stored(0, dst, 64);
+    if (second_tile) _tile_stored(1, dst + 16 * 16, 64);
+  };
+  // The online softmax of block b (one lane per query row), its probabilities in rows of 32
+  // keys split in three bf16 parts, its values in pairs of keys, the rows' rescale factors.
+  auto prepare_products = [&](const Block& b, const float* sc, uint16_t (*p_parts)[16 * 32],
+                              uint32_t (*pairs)[256], float* rescale_out) {
+    __m512 block_max = _mm512_set1_ps(-1e30f);
+    __mmask16 visible[kKeysPerBlock];
+    for (int t = 0; t < kKeysPerBlock; ++t) {
+      if (t >= b.nt) {
+        visible[t] = 0;
+        continue;
+      }
+      const __m512i pos = _mm512_set1_epi32(static_cast<int32_t>(b.k0 + t));
+      visible[t] = _mm512_cmple_epi32_mask(lo_v, pos) & _mm512_cmpge_epi32_mask(hi_v, pos);
+      block_max = _mm512_mask_max_ps(block_max, visible[t], block_max,
+                                     _mm512_load_ps(sc + t * 16));
+    }
+    const __m512 new_max = _mm512_max_ps(row_max, block_max);
+    const __m512 rescale = ExpNonPositive16(_mm512_sub_ps(row_max, new_max));
+    __m512 block_sum = _mm512_setzero_ps();
+    __m512i p_rows[2][16];
+    for (int t = 0; t < kKeysPerBlock; ++t) {
+      __m512 p = _mm512_setzero_ps();
+      if (visible[t] != 0) {
+        const __m512 e = ExpNonPositive16(_mm512_sub_ps(_mm512_load_ps(sc + t * 16), new_max));
+        p = _mm512_maskz_mov_ps(visible[t], e);
+      }
+      block_sum = _mm512_add_ps(block_sum, p);
+      p_rows[t / 16][t % 16] = _mm512_castps_si512(p);
+    }
+    denom = _mm512_fmadd_ps(denom, rescale, block_sum);
+    row_max = new_max;
+    _mm512_store_ps(rescale_out, rescale);
+    Transpose16x16(p_rows[0]);
+    Transpose16x16(p_rows[1]);
+    for (int r = 0; r < 16; ++r) {
+      __m256i first[kSplits], second[kSplits];
+      SplitThree(_mm512_castsi512_ps(p_rows[0][r]), first);
+      SplitThree(_mm512_castsi512_ps(p_rows[1][r]), second);
+      for (int i = 0; i < kSplits; ++i) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(p_parts[i] + r * 32), first[i]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(p_parts[i] + r * 32 + 16), second[i]);
+      }
+    }
+    // Keys outside [key_begin, key_end) get zero values: their probability is zero, but
+    // their rows may hold anything (a NaN times zero would spread).
+    const int t_first = static_cast<int>(std::max<int64_t>(0, key_begin - b.k0));
+    auto value_row = [&](int t, int m) {
+      if (t < t_first || t >= b.nt) return _mm512_setzero_si512();
+      const uint16_t* row = t < 16 ? b.keys0 + t * head.token_stride
+                                   : b.keys1 + (t - 16) * head.token_stride;
+      return _mm512_loadu_si512(row + kD + 32 * m);
+    };
+    for (int kp = 0; kp < 16; ++kp) {
+      for (int m = 0; m < kD / 32; ++m) {
+        const __m512i even = value_row(2 * kp, m), odd = value_row(2 * kp + 1, m);
+        _mm512_store_si512(pairs[2 * m] + kp * 16, _mm512_permutex2var_epi16(even, low_pairs, odd));
+        _mm512_store_si512(pairs[2 * m + 1] + kp * 16,
+                           _mm512_permutex2var_epi16(even, high_pairs, odd));
+      }
+    }
+  };
+  // acc = acc * rescale + P V, four 16-dim chunks at a time in four sum tiles (tmm0, 1, 4,
+  // 5), so that consecutive tile products do not wait for each other; probability parts
+  // alternate between tmm2 / 3 and value chunks between tmm6 / 7.
+  auto add_products = [&](const uint16_t (*p_parts)[16 * 32], const uint32_t (*pairs)[256],
+                          const float* rescale_in) {
+    for (int c0 = 0; c0 < kDimChunks; c0 += 4) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(4);
+      _tile_zero(5);
+      for (int i = 0; i < kSplits; ++i) {
+        if (i % 2 == 0) {
+          _tile_loadd(2, p_parts[i], 64);
+          _tile_loadd(6, pairs[c0], 64);
+          _tile_dpbf16ps(0, 2, 6);
+          _tile_loadd(7, pairs[c0 + 1], 64);
+          _tile_dpbf16ps(1, 2, 7);
+          _tile_loadd(6, pairs[c0 + 2], 64);
+          _tile_dpbf16ps(4, 2, 6);
+          _tile_loadd(7, pairs[c0 + 3], 64);
+          _tile_dpbf16ps(5, 2, 7);
+        } else {
+          _tile_loadd(3, p_parts[i], 64);
+          _tile_loadd(6, pairs[c0], 64);
+          _tile_dpbf16ps(0, 3, 6);
+          _tile_loadd(7, pairs[c0 + 1], 64);
+          _tile_dpbf16ps(1, 3, 7);
+          _tile_loadd(6, pairs[c0 + 2], 64);
+          _tile_dpbf16ps(4, 3, 6);
+          _tile_loadd(7, pairs[c0 + 3], 64);
+          _tile_dpbf16ps(5, 3, 7);
+        }
+      }
+      _tile_stored(0, sums, 64);
+      _tile_stored(1, sums + 256, 64);
+      _tile_stored(4, sums + 512, 64);
+      _tile_stored(5, sums + 768, 64);
+      for (int r = 0; r < rows; ++r) {
+        const __m512 scale = _mm512_set1_ps(rescale_in[r]);
+        for (int j = 0; j < 4; ++j) {
+          float* a = acc + r * kD + (c0 + j) * 16;
+          _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), scale,
+                                             _mm512_load_ps(sums + j * 256 + r * 16)));
+        }
+      }
+    }
+  };
+
+  const TileScope tiles;
+  if (first_key < key_end) {
+    Block current = block_at(first_key);
+    prefetch(first_key + kKeysPerBlock);
+    compute_scores(current, scores[0]);
+    for (int buffer = 0;; buffer ^= 1) {
+      prefetch(current.k0 + 2 * kKeysPerBlock);
+      prepare_products(current, scores[buffer], probs[buffer], value_pairs[buffer],
+                       rescale_lanes[buffer]);
+      const bool more = current.k0 + kKeysPerBlock < key_end;
+      Block next{};
+      if (more) {
+        next = block_at(current.k0 + kKeysPerBlock);
+        compute_scores(next, scores[buffer ^ 1]);
+      }
+      add_products(probs[buffer], value_pairs[buffer], rescale_lanes[buffer]);
+      if (!more) break;
+      current = next;
+    }
+  }
+  alignas(64) float denom_lanes[16];
+  _mm512_store_ps(denom_lanes, denom);
+  for (int r = 0; r < rows; ++r) {
+    const float inv = denom_lanes[r] > 0.0f ? 1.0f / denom_lanes[r] : 0.0f;
+    for (int d = 0; d < kD; d += 16) {
+      _mm512_storeu_ps(out + r * kD + d,
+                       _mm512_mul_ps(_mm512_load_ps(acc + r * kD + d), _mm512_set1_ps(inv)));
+    }
+  }
+}
+
+#endif  // ESURGE_HAS_AMX
+
+}  // namespace esurge_cpu::amx
+
+#endif  // ESURGE_AMX_ATTENTION_H_
