@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "amx_attention.h"
+#include "amx_decode_attention.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -75,13 +76,20 @@ struct Layout {
   int64_t sliding_window, chunk_size;  // 0: none
 };
 
+// Which kernel runs a work item.
+enum class Path : uint8_t {
+  kVector,        // AttendItemAnyHeadDim
+  kTiles,         // AttendItemTiles with amx::AttendRows: prefill rows on the tile unit
+  kFewRowsTiles,  // AttendItemTiles with amx::AttendFewRows: decode rows on the tile unit
+};
+
 // One work item: query tokens [q_begin, q_begin + nq) of sequence `seq` (indices into the
 // packed batch), all query heads of kv heads [h, h + nh). Covering several kv heads in one
 // item reads each token's interleaved K/V row once, in one contiguous piece.
 struct Item {
   int32_t seq, h, nh, q_begin, nq;
   int32_t kv_len, q_len, q0;  // q0: index of the block's first token within the sequence
-  bool tiles;                 // runs on the tile unit (AttendItemTiles)
+  Path path;
 };
 
 template <typename T>
@@ -527,12 +535,14 @@ void AttendItemAnyHeadDim(const Layout& L, const Item& it, const TQ* queries, co
 
 // ---- Tile path (AMX) ---------------------------------------------------------------------
 //
-// With a bf16 cache on a CPU whose AMX tile unit this process may use (amx_tiles.h), the
-// query tokens of a sequence with at least kTileMinRows query rows (prefill) run on the tile
-// unit (amx_attention.h), an item being one kv head's rows, at most 16 (the tokens of a block
-// times the group). Needs head_dim 64, 128 or 256, pages of a multiple of 16 tokens and no
-// soft cap; everything else, and every decode token (a group's few rows would fill a tile
-// of 16 rows poorly: measured level with the vector path), takes the vector path.
+// With a bf16 cache on a CPU whose AMX tile unit this process may use (amx_tiles.h), head_dim
+// 64, 128 or 256, pages of a multiple of 16 tokens and no soft cap, query rows run on the tile
+// unit, an item's kv heads one at a time:
+//   * a sequence with at least kTileMinRows query rows (prefill) in items of at most 16 rows
+//     (the tokens of a block times the group) of one kv head (amx_attention.h);
+//   * the others (decode tokens), when the group is at most amx::kFewRows, in items of at
+//     most kFewRows rows of every kv head (amx_decode_attention.h).
+// Everything else takes the vector path.
 constexpr int64_t kTileMinRows = 8;
 
 bool TilesAvailable(const Layout& L, bool bf16_cache) {
@@ -552,9 +562,7 @@ void AttendItemTiles(const Layout& L, const Item& it, const TQ* queries, const u
   alignas(64) float q[kRows * kD];
   alignas(64) float result[kRows * kD];
   int64_t lo[kRows], hi[kRows];
-  for (int r = 0; r < rows; ++r) {  // row r: token r / g, query head it.h * g + r % g
-    const TQ* src = queries + ((it.q_begin + r / g) * L.num_q_heads + it.h * g + r % g) * kD;
-    for (int d = 0; d < kD; ++d) q[r * kD + d] = Load(src, d) * L.sm_scale;
+  for (int r = 0; r < rows; ++r) {  // row r: token r / g, query head h * g + r % g
     const int64_t p = first_pos + r / g;
     hi[r] = std::min<int64_t>(p, it.kv_len - 1);
     lo[r] = 0;
@@ -563,16 +571,26 @@ void AttendItemTiles(const Layout& L, const Item& it, const TQ* queries, const u
   }
   const int64_t key_begin = *std::min_element(lo, lo + rows);
   const int64_t key_end = *std::max_element(hi, hi + rows) + 1;
-  const esurge_cpu::amx::PagedHead head{kv, page_table, L.page_size, L.pages_per_seq,
-                                        2 * L.num_kv_heads * kD, 2 * it.h * kD};
-  esurge_cpu::amx::AttendRows<kD>(q, rows, lo, hi, key_begin, key_end, head, result);
-  for (int r = 0; r < rows; ++r) {
-    TQ* dst = out + ((it.q_begin + r / g) * L.num_q_heads + it.h * g + r % g) * kD;
-    for (int d = 0; d < kD; ++d) {
-      if constexpr (sizeof(TQ) == 2) {
-        dst[d] = F32ToBf16(result[r * kD + d]);
-      } else {
-        dst[d] = result[r * kD + d];
+  for (int64_t h = it.h; h < it.h + it.nh; ++h) {
+    for (int r = 0; r < rows; ++r) {
+      const TQ* src = queries + ((it.q_begin + r / g) * L.num_q_heads + h * g + r % g) * kD;
+      for (int d = 0; d < kD; ++d) q[r * kD + d] = Load(src, d) * L.sm_scale;
+    }
+    const esurge_cpu::amx::PagedHead head{kv, page_table, L.page_size, L.pages_per_seq,
+                                          2 * L.num_kv_heads * kD, 2 * h * kD};
+    if (it.path == Path::kFewRowsTiles) {
+      esurge_cpu::amx::AttendFewRows<kD>(q, rows, lo, hi, key_begin, key_end, head, result);
+    } else {
+      esurge_cpu::amx::AttendRows<kD>(q, rows, lo, hi, key_begin, key_end, head, result);
+    }
+    for (int r = 0; r < rows; ++r) {
+      TQ* dst = out + ((it.q_begin + r / g) * L.num_q_heads + h * g + r % g) * kD;
+      for (int d = 0; d < kD; ++d) {
+        if constexpr (sizeof(TQ) == 2) {
+          dst[d] = F32ToBf16(result[r * kD + d]);
+        } else {
+          dst[d] = result[r * kD + d];
+        }
       }
     }
   }
@@ -604,11 +622,13 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
                TQ* out) {
   std::memset(out, 0, sizeof(TQ) * L.num_tokens * L.num_q_heads * L.head_dim);
   // As many kv heads per item as fit kMaxRowsPerItem rows, then as many query tokens; on the
-  // tile path one kv head and up to 16 rows.
+  // tile path one kv head and up to 16 rows (prefill) or every kv head and up to
+  // amx::kFewRows rows (decode).
   const bool tiles_available = TilesAvailable(L, sizeof(TKV) == 2);
   const int64_t vector_heads = std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
   const int64_t vector_block = std::max<int64_t>(1, kMaxRowsPerItem / (vector_heads * L.group));
   const int64_t tile_block = std::max<int64_t>(1, esurge_cpu::amx::kAttentionRows / L.group);
+  const int64_t few_rows_block = std::max<int64_t>(1, esurge_cpu::amx::kFewRows / L.group);
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = cu_q_lens[s], end = cu_q_lens[s + 1];
@@ -622,16 +642,25 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
           "; need q_len <= kv_len <= pages_per_seq * page_size (" +
           std::to_string(L.pages_per_seq * L.page_size) + ")");
     }
-    const bool tiles = tiles_available && q_len * L.group >= kTileMinRows;
-    const int64_t block = tiles ? tile_block : vector_block;
-    const int64_t heads_per_item = tiles ? 1 : vector_heads;
+    Path path = Path::kVector;
+    if (tiles_available && q_len * L.group >= kTileMinRows) {
+      path = Path::kTiles;
+    } else if (tiles_available && L.group <= esurge_cpu::amx::kFewRows) {
+      path = Path::kFewRowsTiles;
+    }
+    const int64_t block = path == Path::kTiles          ? tile_block
+                          : path == Path::kFewRowsTiles ? few_rows_block
+                                                        : vector_block;
+    const int64_t heads_per_item = path == Path::kTiles          ? 1
+                                   : path == Path::kFewRowsTiles ? L.num_kv_heads
+                                                                 : vector_heads;
     for (int32_t q0 = 0; q0 < q_len; q0 += block) {
       const int32_t nq = static_cast<int32_t>(std::min<int64_t>(block, q_len - q0));
       for (int64_t h = 0; h < L.num_kv_heads; h += heads_per_item) {
         const int64_t nh = std::min<int64_t>(heads_per_item, L.num_kv_heads - h);
         items.push_back(Item{static_cast<int32_t>(s), static_cast<int32_t>(h),
                              static_cast<int32_t>(nh), begin + q0, nq, kv_len, q_len, q0,
-                             tiles});
+                             path});
       }
     }
   }
@@ -642,7 +671,9 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
   esurge_cpu::ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     const int32_t* page_table = page_indices + it.seq * L.pages_per_seq;
-    if (it.tiles) return AttendItemTilesAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
+    if (it.path != Path::kVector) {
+      return AttendItemTilesAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
+    }
     AttendItemAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
   });
   return ffi::Error::Success();
