@@ -73,16 +73,12 @@ void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* h
   // the next block's scores before it loads what vector stores just wrote.
   alignas(64) float scores[2][kKeysPerBlock * 16];  // [key][part * R + r]
   alignas(64) uint16_t probs[2][16 * kKeysPerBlock] = {};  // [part * R + r][key]
-  alignas(64) uint32_t value_pairs[2][kDimChunks][16 * 16];  // [chunk][key pair][dim]
+  // [chunk][key pair][16 dims]: the in-lane interleave of an even and an odd key's 32 dims
+  // 32m .. 32m + 31 gives chunk 2m + h dims 32m + 8l + 4h + i (l, i < 4) in lanes 4l + i, so
+  // the accumulators hold the dims in that order until the end.
+  alignas(64) uint32_t value_pairs[2][kDimChunks][16 * 16];
   alignas(64) float rescale[2][kFewRows];
   alignas(64) float sums[4 * 16 * 16];
-  alignas(64) uint16_t low_index[32], high_index[32];
-  for (int j = 0; j < 32; ++j) {
-    low_index[j] = static_cast<uint16_t>((j % 2) * 32 + j / 2);
-    high_index[j] = static_cast<uint16_t>((j % 2) * 32 + 16 + j / 2);
-  }
-  const __m512i low_pairs = _mm512_load_si512(low_index);
-  const __m512i high_pairs = _mm512_load_si512(high_index);
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const int64_t key_bytes = head.token_stride * static_cast<int64_t>(sizeof(uint16_t));
   const int64_t first_key = key_begin / 16 * 16;
@@ -174,13 +170,16 @@ void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* h
         }
         denom[r] = _mm512_fmadd_ps(denom[r], scale, _mm512_add_ps(p0, p1));
       }
-      __m256i first[kSplits], second[kSplits];
-      SplitThree(p0, first);
-      SplitThree(p1, second);
+      // Three bf16 parts by truncation: each part is the top 8 significant bits of what the
+      // ones before left, so all three are exact in bf16 and sum to p exactly.
+      const __m512 top = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int32_t>(0xffff0000u)));
       for (int i = 0; i < kSplits; ++i) {
-        uint16_t* dst = p_tile + (i * R + r) * kKeysPerBlock;
-        _mm256_store_si256(reinterpret_cast<__m256i*>(dst), first[i]);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16), second[i]);
+        const __m512 part0 = i + 1 < kSplits ? _mm512_and_ps(p0, top) : p0;
+        const __m512 part1 = i + 1 < kSplits ? _mm512_and_ps(p1, top) : p1;
+        _mm512_store_si512(p_tile + (i * R + r) * kKeysPerBlock,
+                           (__m512i)_mm512_cvtne2ps_pbh(part1, part0));
+        p0 = _mm512_sub_ps(p0, part0);
+        p1 = _mm512_sub_ps(p1, part1);
       }
     }
     // Keys outside [key_begin, key_end) get zero values: their probability is zero, but
@@ -199,9 +198,8 @@ void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* h
           continue;
         }
         const __m512i even = value_row(2 * kp, m), odd = value_row(2 * kp + 1, m);
-        _mm512_store_si512(pairs[2 * m] + kp * 16, _mm512_permutex2var_epi16(even, low_pairs, odd));
-        _mm512_store_si512(pairs[2 * m + 1] + kp * 16,
-                           _mm512_permutex2var_epi16(even, high_pairs, odd));
+        _mm512_store_si512(pairs[2 * m] + kp * 16, _mm512_unpacklo_epi16(even, odd));
+        _mm512_store_si512(pairs[2 * m + 1] + kp * 16, _mm512_unpackhi_epi16(even, odd));
       }
     }
   };
@@ -264,9 +262,12 @@ void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* h
   }
   for (int r = 0; r < R; ++r) {
     const float total = _mm512_reduce_add_ps(denom[r]);
-    const __m512 inv = _mm512_set1_ps(total > 0.0f ? 1.0f / total : 0.0f);
-    for (int d = 0; d < kD; d += 16) {
-      _mm512_storeu_ps(out + r * kD + d, _mm512_mul_ps(_mm512_load_ps(acc + r * kD + d), inv));
+    const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int c = 0; c < kDimChunks; ++c) {
+      const int m = c / 2, h = c % 2;
+      for (int j = 0; j < 16; ++j) {
+        out[r * kD + 32 * m + 8 * (j / 4) + 4 * h + j % 4] = acc[r * kD + c * 16 + j] * inv;
+      }
     }
   }
 }
