@@ -37,16 +37,15 @@ constexpr int kFewRows = 16 / 3;
 
 static_assert(kSplits * kFewRows <= 16);
 
-// out[r * kD + d] = softmax-weighted values of query row r < rows <= kFewRows (fp32 values
+// out[r * kD + d] = softmax-weighted values of query row r < R <= kFewRows (fp32 values
 // q[r * kD + d], already scaled), which sees the keys [lo[r], hi[r]] (inclusive; none if
 // lo > hi), all of them in [key_begin, key_end). Rows without a visible key are zero.
-template <int kD>
-void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
-                   int64_t key_begin, int64_t key_end, const PagedHead& head, float* out) {
-  static_assert(kD % 64 == 0 && kD <= 256);
+template <int kD, int R>
+void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64_t key_begin,
+                     int64_t key_end, const PagedHead& head, float* out) {
+  static_assert(kD % 64 == 0 && kD <= 256 && R >= 1 && R <= kFewRows);
   constexpr int kDimSteps = kD / 32;   // K tiles per 16 keys
   constexpr int kDimChunks = kD / 16;  // sum tiles per block
-  const int R = rows;
   // Q^T in pairs of dims: qt[s * 256 + kp * 16 + part * R + r] holds dims 32s + 2kp (low half)
   // and 32s + 2kp + 1 of part `part` of row r; the other columns are zero.
   alignas(64) uint32_t qt[kDimSteps * 256] = {};
@@ -269,6 +268,24 @@ void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* h
         out[r * kD + 32 * m + 8 * (j / 4) + 4 * h + j % 4] = acc[r * kD + c * 16 + j] * inv;
       }
     }
+  }
+}
+
+// AttendFewRowsOf for a row count known only at run time (1 <= rows <= kFewRows).
+template <int kD>
+void AttendFewRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
+                   int64_t key_begin, int64_t key_end, const PagedHead& head, float* out) {
+  switch (rows) {
+    case 1:
+      return AttendFewRowsOf<kD, 1>(q, lo, hi, key_begin, key_end, head, out);
+    case 2:
+      return AttendFewRowsOf<kD, 2>(q, lo, hi, key_begin, key_end, head, out);
+    case 3:
+      return AttendFewRowsOf<kD, 3>(q, lo, hi, key_begin, key_end, head, out);
+    case 4:
+      return AttendFewRowsOf<kD, 4>(q, lo, hi, key_begin, key_end, head, out);
+    default:
+      return AttendFewRowsOf<kD, 5>(q, lo, hi, key_begin, key_end, head, out);
   }
 }
 
