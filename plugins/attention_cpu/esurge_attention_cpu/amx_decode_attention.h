@@ -77,7 +77,7 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
   // the accumulators hold the dims in that order until the end.
   alignas(64) uint32_t value_pairs[2][kDimChunks][16 * 16];
   alignas(64) float rescale[2][kFewRows];
-  alignas(64) float sums[4 * 16 * 16];
+  alignas(64) float sums[2][kDimChunks * 16 * 16];  // [chunk][part * R + r][16 dims]
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const int64_t key_bytes = head.token_stride * static_cast<int64_t>(sizeof(uint16_t));
   const int64_t first_key = key_begin / 16 * 16;
@@ -202,10 +202,10 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
       }
     }
   };
-  // acc = acc * rescale + P V, four 16-dim chunks at a time in four sum tiles (tmm0, 1, 4, 5);
-  // the probability tile stays in tmm2, value chunks alternate between tmm6 / 7.
-  auto add_products = [&](const uint16_t* p_tile, const uint32_t (*pairs)[256],
-                          const float* rescale_in) {
+  // P V of a block into `out` (one 16 x 16 tile of sums per 16 dims), four chunks at a time in
+  // four sum tiles (tmm0, 1, 4, 5); the probability tile stays in tmm2, value chunks alternate
+  // between tmm6 / 7.
+  auto multiply_values = [&](const uint16_t* p_tile, const uint32_t (*pairs)[256], float* out) {
     _tile_loadd(2, p_tile, 64);
     for (int c0 = 0; c0 < kDimChunks; c0 += 4) {
       _tile_zero(0);
@@ -220,28 +220,35 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
       _tile_dpbf16ps(4, 2, 6);
       _tile_loadd(7, pairs[c0 + 3], 64);
       _tile_dpbf16ps(5, 2, 7);
-      _tile_stored(0, sums, 64);
-      _tile_stored(1, sums + 256, 64);
-      _tile_stored(4, sums + 512, 64);
-      _tile_stored(5, sums + 768, 64);
-      for (int r = 0; r < R; ++r) {
-        const __m512 scale = _mm512_set1_ps(rescale_in[r]);
-        for (int j = 0; j < 4; ++j) {
-          const float* part_sums = sums + j * 256;
-          const __m512 block = _mm512_add_ps(
-              _mm512_add_ps(_mm512_load_ps(part_sums + r * 16),
-                            _mm512_load_ps(part_sums + (R + r) * 16)),
-              _mm512_load_ps(part_sums + (2 * R + r) * 16));
-          float* a = acc + r * kD + (c0 + j) * 16;
-          _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), scale, block));
-        }
+      _tile_stored(0, out + c0 * 256, 64);
+      _tile_stored(1, out + (c0 + 1) * 256, 64);
+      _tile_stored(4, out + (c0 + 2) * 256, 64);
+      _tile_stored(5, out + (c0 + 3) * 256, 64);
+    }
+  };
+  // acc = acc * rescale + a block's P V, row r's being the sum of its three part rows.
+  auto accumulate = [&](const float* block_sums, const float* rescale_in) {
+    for (int r = 0; r < R; ++r) {
+      const __m512 scale = _mm512_set1_ps(rescale_in[r]);
+      for (int c = 0; c < kDimChunks; ++c) {
+        const float* part_sums = block_sums + c * 256;
+        const __m512 block = _mm512_add_ps(
+            _mm512_add_ps(_mm512_load_ps(part_sums + r * 16),
+                          _mm512_load_ps(part_sums + (R + r) * 16)),
+            _mm512_load_ps(part_sums + (2 * R + r) * 16));
+        float* a = acc + r * kD + c * 16;
+        _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), scale, block));
       }
     }
   };
 
+  // Block b's stages in the order that keeps each unit from waiting on the other's fresh
+  // stores: its softmax and operands (vector), block b + 1's scores (tiles), its P V (tiles),
+  // and only then block b - 1's sums into the accumulators (vector).
   const TileScope tile_scope;
   if (first_key < key_end) {
     Block current = block_at(first_key);
+    prefetch(first_key);
     prefetch(first_key + kKeysPerBlock);
     compute_scores(current, scores[0]);
     for (int buffer = 0;; buffer ^= 1) {
@@ -254,8 +261,12 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
         next = block_at(current.k0 + kKeysPerBlock);
         compute_scores(next, scores[buffer ^ 1]);
       }
-      add_products(probs[buffer], value_pairs[buffer], rescale[buffer]);
-      if (!more) break;
+      multiply_values(probs[buffer], value_pairs[buffer], sums[buffer]);
+      if (current.k0 > first_key) accumulate(sums[buffer ^ 1], rescale[buffer ^ 1]);
+      if (!more) {
+        accumulate(sums[buffer], rescale[buffer]);
+        break;
+      }
       current = next;
     }
   }
