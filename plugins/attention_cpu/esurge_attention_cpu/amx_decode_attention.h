@@ -81,6 +81,9 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const int64_t key_bytes = head.token_stride * static_cast<int64_t>(sizeof(uint16_t));
   const int64_t first_key = key_begin / 16 * 16;
+  // The keys every row sees: [lo_all, hi_all].
+  const int64_t lo_all = *std::max_element(lo, lo + R);
+  const int64_t hi_all = std::min(*std::min_element(hi, hi + R), key_end - 1);
 
   struct Block {
     int64_t k0;
@@ -142,16 +145,25 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
     const __m512i pos0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(b.k0)), lane);
     const __m512i pos1 = _mm512_add_epi32(pos0, _mm512_set1_epi32(16));
     const __m512i end = _mm512_set1_epi32(static_cast<int32_t>(key_end));
+    // Blocks that every row sees whole (all but the edges of the visible ranges) skip the
+    // per-row position masks.
+    const bool whole = b.k0 >= lo_all && b.k0 + b.nt - 1 <= hi_all;
+    const __mmask16 whole0 = static_cast<__mmask16>(b.nt >= 16 ? 0xffff : (1u << b.nt) - 1);
+    const __mmask16 whole1 =
+        static_cast<__mmask16>(b.nt >= 32 ? 0xffff : b.nt > 16 ? (1u << (b.nt - 16)) - 1 : 0);
     for (int r = 0; r < R; ++r) {
-      const __m512i lo_v = _mm512_set1_epi32(static_cast<int32_t>(lo[r]));
-      const __m512i hi_v = _mm512_set1_epi32(static_cast<int32_t>(std::min(hi[r], key_end - 1)));
-      const __mmask16 m0 = _mm512_cmple_epi32_mask(lo_v, pos0) &
-                           _mm512_cmpge_epi32_mask(hi_v, pos0) & _mm512_cmplt_epi32_mask(pos0, end);
-      const __mmask16 m1 = tiles == 2 ? static_cast<__mmask16>(
-                                            _mm512_cmple_epi32_mask(lo_v, pos1) &
-                                            _mm512_cmpge_epi32_mask(hi_v, pos1) &
-                                            _mm512_cmplt_epi32_mask(pos1, end))
-                                      : 0;
+      __mmask16 m0 = whole0, m1 = whole1;
+      if (!whole) {
+        const __m512i lo_v = _mm512_set1_epi32(static_cast<int32_t>(lo[r]));
+        const __m512i hi_v =
+            _mm512_set1_epi32(static_cast<int32_t>(std::min(hi[r], key_end - 1)));
+        m0 = _mm512_cmple_epi32_mask(lo_v, pos0) & _mm512_cmpge_epi32_mask(hi_v, pos0) &
+             _mm512_cmplt_epi32_mask(pos0, end);
+        m1 = tiles == 2 ? static_cast<__mmask16>(_mm512_cmple_epi32_mask(lo_v, pos1) &
+                                                 _mm512_cmpge_epi32_mask(hi_v, pos1) &
+                                                 _mm512_cmplt_epi32_mask(pos1, end))
+                        : 0;
+      }
       __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps();
       if ((m0 | m1) == 0) {
         rescale_out[r] = 1.0f;
@@ -160,7 +172,10 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
         if (m1 != 0) block_max = _mm512_mask_max_ps(block_max, m1, block_max, s[1][r]);
         const float new_max = std::max(row_max[r], _mm512_reduce_max_ps(block_max));
         const __m512 new_max_v = _mm512_set1_ps(new_max);
-        const __m512 scale = ExpNonPositive16(_mm512_set1_ps(row_max[r] - new_max));
+        // exp(0) is exactly 1: most blocks after the first leave the maximum where it was.
+        const __m512 scale = new_max == row_max[r]
+                                 ? _mm512_set1_ps(1.0f)
+                                 : ExpNonPositive16(_mm512_set1_ps(row_max[r] - new_max));
         row_max[r] = new_max;
         rescale_out[r] = _mm512_cvtss_f32(scale);
         p0 = _mm512_maskz_mov_ps(m0, ExpNonPositive16(_mm512_sub_ps(s[0][r], new_max_v)));
