@@ -109,18 +109,21 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
       }
     }
   };
-  // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31.
+  // The scores and P V use disjoint tile registers (tmm0-3 and tmm4-7): the unit has no
+  // register renaming, so shared ones would chain block b + 1's scores behind block b's P V,
+  // which waits for the vector stores of its operands.
+  // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31 (K tiles in tmm2, Q^T in tmm3).
   auto compute_scores = [&](const Block& b, float* dst) {
     const bool second_tile = b.nt > 16;
     _tile_zero(0);
     _tile_zero(1);
     for (int s = 0; s < kDimSteps; ++s) {
-      _tile_loadd(4, qt + s * 256, 64);
+      _tile_loadd(3, qt + s * 256, 64);
       _tile_loadd(2, b.keys0 + 32 * s, key_bytes);
-      _tile_dpbf16ps(0, 2, 4);
+      _tile_dpbf16ps(0, 2, 3);
       if (second_tile) {
-        _tile_loadd(3, b.keys1 + 32 * s, key_bytes);
-        _tile_dpbf16ps(1, 3, 4);
+        _tile_loadd(2, b.keys1 + 32 * s, key_bytes);
+        _tile_dpbf16ps(1, 2, 3);
       }
     }
     _tile_stored(0, dst, 64);
@@ -217,28 +220,19 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
       }
     }
   };
-  // P V of a block into `out` (one 16 x 16 tile of sums per 16 dims), four chunks at a time in
-  // four sum tiles (tmm0, 1, 4, 5); the probability tile stays in tmm2, value chunks alternate
-  // between tmm6 / 7.
+  // P V of a block into `out` (one 16 x 16 tile of sums per 16 dims): the probability tile in
+  // tmm4, value chunks in tmm5, two chunks at a time in the sum tiles tmm6 / 7.
   auto multiply_values = [&](const uint16_t* p_tile, const uint32_t (*pairs)[256], float* out) {
-    _tile_loadd(2, p_tile, 64);
-    for (int c0 = 0; c0 < kDimChunks; c0 += 4) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(4);
-      _tile_zero(5);
-      _tile_loadd(6, pairs[c0], 64);
-      _tile_dpbf16ps(0, 2, 6);
-      _tile_loadd(7, pairs[c0 + 1], 64);
-      _tile_dpbf16ps(1, 2, 7);
-      _tile_loadd(6, pairs[c0 + 2], 64);
-      _tile_dpbf16ps(4, 2, 6);
-      _tile_loadd(7, pairs[c0 + 3], 64);
-      _tile_dpbf16ps(5, 2, 7);
-      _tile_stored(0, out + c0 * 256, 64);
-      _tile_stored(1, out + (c0 + 1) * 256, 64);
-      _tile_stored(4, out + (c0 + 2) * 256, 64);
-      _tile_stored(5, out + (c0 + 3) * 256, 64);
+    _tile_loadd(4, p_tile, 64);
+    for (int c = 0; c < kDimChunks; c += 2) {
+      _tile_zero(6);
+      _tile_zero(7);
+      _tile_loadd(5, pairs[c], 64);
+      _tile_dpbf16ps(6, 4, 5);
+      _tile_loadd(5, pairs[c + 1], 64);
+      _tile_dpbf16ps(7, 4, 5);
+      _tile_stored(6, out + c * 256, 64);
+      _tile_stored(7, out + (c + 1) * 256, 64);
     }
   };
   // acc = acc * rescale + a block's P V, row r's being the sum of its three part rows.
