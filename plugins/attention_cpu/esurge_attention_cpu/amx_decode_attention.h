@@ -109,9 +109,10 @@ void AttendFewRowsOf(const float* q, const int64_t* lo, const int64_t* hi, int64
       }
     }
   };
-  // The scores and P V use disjoint tile registers (tmm0-3 and tmm4-7): the unit has no
-  // register renaming, so shared ones would chain block b + 1's scores behind block b's P V,
-  // which waits for the vector stores of its operands.
+  // The scores and P V use disjoint tile registers (tmm0-3 and tmm4-7): shared ones chained
+  // block b + 1's scores behind block b's P V, which waits for the vector stores of its
+  // operands (measured: 1.35 -> 1.08 ms per layer at context 560; the tile registers behave
+  // as if they were not renamed).
   // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31 (K tiles in tmm2, Q^T in tmm3).
   auto compute_scores = [&](const Block& b, float* dst) {
     const bool second_tile = b.nt > 16;
