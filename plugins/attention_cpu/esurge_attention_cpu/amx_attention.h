@@ -49,6 +49,32 @@ struct PagedHead {
   }
 };
 
+// A block of up to kKeysPerBlock keys of one kv head from k0: two tiles of 16 keys, each
+// inside one page (pages hold a multiple of 16 tokens and blocks start at multiples of 16).
+struct KeyBlock {
+  int64_t k0;
+  int nt;                 // keys of the block before key_end
+  const uint16_t* keys0;  // rows of keys k0 .. k0 + 15
+  const uint16_t* keys1;  // rows of keys k0 + 16 .. k0 + 31 (when nt > 16)
+
+  static KeyBlock At(const PagedHead& head, int64_t k0, int64_t key_end) {
+    const int nt = static_cast<int>(std::min<int64_t>(kKeysPerBlock, key_end - k0));
+    const uint16_t* keys0 = head.Key(k0);
+    return KeyBlock{k0, nt, keys0, nt > 16 ? head.Key(k0 + 16) : keys0};
+  }
+  // Key t's row (its K, then its V).
+  const uint16_t* Row(const PagedHead& head, int t) const {
+    return t < 16 ? keys0 + t * head.token_stride : keys1 + (t - 16) * head.token_stride;
+  }
+  // The first `bytes` of every key's row, into cache.
+  void Prefetch(const PagedHead& head, int64_t bytes) const {
+    for (int t = 0; t < nt; ++t) {
+      const char* row = reinterpret_cast<const char*>(Row(head, t));
+      for (int64_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(row + offset, 0, 3);
+    }
+  }
+};
+
 // 16 bf16 values widened to fp32.
 inline __m512 Bf16ToF32(__m256i x) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(x), 16));
@@ -135,31 +161,12 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
   const int64_t key_bytes = head.token_stride * static_cast<int64_t>(sizeof(uint16_t));
   const int64_t first_key = key_begin / 16 * 16;
 
-  struct Block {
-    int64_t k0;
-    int nt;  // keys of the block before key_end
-    const uint16_t* keys0;  // rows of keys k0 .. k0 + 15
-    const uint16_t* keys1;  // rows of keys k0 + 16 .. k0 + 31 (when nt > 16)
-  };
-  auto block_at = [&](int64_t k0) {
-    const int nt = static_cast<int>(std::min<int64_t>(kKeysPerBlock, key_end - k0));
-    const uint16_t* keys0 = head.Key(k0);
-    return Block{k0, nt, keys0, nt > 16 ? head.Key(k0 + 16) : keys0};
-  };
-  // The K and V rows of the block at k0, into cache.
+  auto block_at = [&](int64_t k0) { return KeyBlock::At(head, k0, key_end); };
   auto prefetch = [&](int64_t k0) {
-    if (k0 >= key_end) return;
-    const Block b = block_at(k0);
-    for (int t = 0; t < b.nt; ++t) {
-      const char* row = reinterpret_cast<const char*>(
-          t < 16 ? b.keys0 + t * head.token_stride : b.keys1 + (t - 16) * head.token_stride);
-      for (int64_t offset = 0; offset < 2 * kD * 2; offset += 64) {
-        __builtin_prefetch(row + offset, 0, 3);
-      }
-    }
+    if (k0 < key_end) block_at(k0).Prefetch(head, 2 * kD * 2);
   };
   // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31.
-  auto compute_scores = [&](const Block& b, float* dst) {
+  auto compute_scores = [&](const KeyBlock& b, float* dst) {
     const bool second_tile = b.nt > 16;
     _tile_zero(0);
     _tile_zero(1);
@@ -177,7 +184,7 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
   };
   // The online softmax of block b (one lane per query row), its probabilities in rows of 32
   // keys split in three bf16 parts, its values in pairs of keys, the rows' rescale factors.
-  auto prepare_products = [&](const Block& b, const float* sc, uint16_t (*p_parts)[16 * 32],
+  auto prepare_products = [&](const KeyBlock& b, const float* sc, uint16_t (*p_parts)[16 * 32],
                               uint32_t (*pairs)[256], float* rescale_out) {
     __m512 block_max = _mm512_set1_ps(-1e30f);
     __mmask16 visible[kKeysPerBlock];
@@ -223,9 +230,7 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
     const int t_first = static_cast<int>(std::max<int64_t>(0, key_begin - b.k0));
     auto value_row = [&](int t, int m) {
       if (t < t_first || t >= b.nt) return _mm512_setzero_si512();
-      const uint16_t* row = t < 16 ? b.keys0 + t * head.token_stride
-                                   : b.keys1 + (t - 16) * head.token_stride;
-      return _mm512_loadu_si512(row + kD + 32 * m);
+      return _mm512_loadu_si512(b.Row(head, t) + kD + 32 * m);
     };
     for (int kp = 0; kp < 16; ++kp) {
       for (int m = 0; m < kD / 32; ++m) {
@@ -286,7 +291,7 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
 
   const TileScope tiles;
   if (first_key < key_end) {
-    Block current = block_at(first_key);
+    KeyBlock current = block_at(first_key);
     prefetch(first_key + kKeysPerBlock);
     compute_scores(current, scores[0]);
     for (int buffer = 0;; buffer ^= 1) {
@@ -294,7 +299,7 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
       prepare_products(current, scores[buffer], probs[buffer], value_pairs[buffer],
                        rescale_lanes[buffer]);
       const bool more = current.k0 + kKeysPerBlock < key_end;
-      Block next{};
+      KeyBlock next{};
       if (more) {
         next = block_at(current.k0 + kKeysPerBlock);
         compute_scores(next, scores[buffer ^ 1]);
