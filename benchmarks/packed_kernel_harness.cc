@@ -1,7 +1,9 @@
 // The packed bf16 kernel alone, without XLA: 30 products of K x N weights (SmolLM2's MLP
 // shape by default) at each row count given, fp32 in and out, x packed in every product as
-// the FFI call does. Prints GFLOP/s per row count (best of 20 rounds). Used for
-// docs/PERFORMANCE.md step 29:
+// the FFI call does, each product into its own y and every buffer 64-byte aligned, as in a
+// model run by XLA (before step 34 the harness reused one y, which stayed in the caches, and
+// its weights were 16 bytes off a cache line, which halved the tile path's rate). Prints
+// GFLOP/s per row count (best of 20 rounds). Used for docs/PERFORMANCE.md steps 29 and 34:
 //
 //   INC=$(.venv/bin/python -c "import jax.ffi; print(jax.ffi.include_dir())")
 //   g++ -O3 -march=native -fno-math-errno -fno-trapping-math -fassociative-math \
@@ -22,24 +24,40 @@
 
 #include "bf16_pair_matmul.cc"
 
+// 64-byte aligned storage, as XLA gives its buffers: the tile loads of weights 16 bytes off a
+// cache line (std::vector's usual alignment) run at half the rate.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+template <typename T>
+using AlignedVector = std::vector<T, Aligned64<T>>;
+
 int main(int argc, char** argv) {
   const int64_t K = std::atol(std::getenv("K") ? std::getenv("K") : "576");
   const int64_t N = std::atol(std::getenv("N") ? std::getenv("N") : "1536");
   constexpr int kProducts = 30;
   const int64_t pairs = (K + 1) / 2, blocks = (N + 63) / 64;
   std::mt19937 rng(0);
-  std::vector<std::vector<uint32_t>> weights(kProducts,
-                                             std::vector<uint32_t>(blocks * pairs * 64));
+  std::vector<AlignedVector<uint32_t>> weights(kProducts,
+                                               AlignedVector<uint32_t>(blocks * pairs * 64));
   for (auto& w : weights) {
     for (auto& word : w) word = (rng() & 0x3fff3fffu) | 0x3c003c00u;  // normal bf16 pairs
   }
   for (int a = 1; a < argc; ++a) {
     const int64_t rows = std::atol(argv[a]);
-    std::vector<float> x(rows * K);
+    AlignedVector<float> x(rows * K);
     for (auto& v : x) v = (rng() % 1000) / 1000.0f - 0.5f;
-    std::vector<uint32_t> packed_x((rows + 32) * pairs * 2);  // enough for every layout
+    AlignedVector<uint32_t> packed_x((rows + 32) * pairs * 2);  // enough for every layout
     const bool tiles = esurge_cpu::amx::Takes(rows, K);
-    std::vector<float> y(rows * N);
+    // Each product writes its own y, as in a model, where the output is not in the caches.
+    std::vector<AlignedVector<float>> ys(kProducts, AlignedVector<float>(rows * N));
     double best = 1e9;
     for (int round = 0; round < 20; ++round) {
       const auto start = std::chrono::steady_clock::now();
@@ -49,7 +67,7 @@ int main(int argc, char** argv) {
         } else {
           PackRows(x.data(), rows, K, packed_x.data());
         }
-        Bf16PackedMatmul(packed_x.data(), rows, K, weights[p].data(), N, tiles, y.data());
+        Bf16PackedMatmul(packed_x.data(), rows, K, weights[p].data(), N, tiles, ys[p].data());
       }
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
       best = std::min(best, took.count());

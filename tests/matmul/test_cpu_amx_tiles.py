@@ -3,7 +3,8 @@ products of 8 rows or more and K a multiple of 32 run there, the rest (and every
 ``ESURGE_CPU_AMX=0``, or on other CPUs) on the AVX-512 / portable kernels. Both settings run
 in fresh interpreters (the choice is read once per process) over the tile edge cases: partial
 tiles of rows, an odd number of 16-column tiles, blocks narrower than 64 columns, bf16 and fp32
-operands, packed and unpacked weights stored either way."""
+operands, packed and unpacked weights stored either way, products of several chunks of rows
+and outputs large enough to be streamed."""
 
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ packed = jax.jit(
     lambda x, p, n, out: bf16_packed_matmul(x, p, n, n=out.shape[0], out_dtype=out.dtype),
 )
 checked = 0
+# The last two: several chunks of rows each running across every column block, and an fp32
+# output of more than 1 MiB, which the tile path writes with streaming stores (amx_tiles.h).
 for m, rows, k, n in [(8, 8, 64, 48), (16, 16, 576, 80), (32, 17, 576, 1536), (48, 45, 64, 16),
-                      (64, 64, 1536, 576), (300, 300, 576, 192), (128, 33, 96, 64), (40, 40, 70, 64)]:
+                      (64, 64, 1536, 576), (300, 300, 576, 192), (128, 33, 96, 64), (40, 40, 70, 64),
+                      (1100, 1037, 1536, 320), (640, 600, 576, 528)]:
     for x_dtype in ("float32", "bfloat16"):
         for out_dtype in ("float32", "bfloat16"):
             x = jnp.asarray(rng.standard_normal((m, k)), x_dtype)

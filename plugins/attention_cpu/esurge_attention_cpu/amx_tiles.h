@@ -14,6 +14,13 @@
 // leave the tiles as fp32 (stored straight into an fp32 y when all 16 rows are real) and are
 // rounded to bf16 for a bf16 y.
 //
+// An fp32 y too large to stay in the caches (a prefill step's: 2048 rows of 1536 columns are
+// 12 MB) is written with streaming stores instead, through a 1 KB buffer: a TILESTORED into
+// lines that are not cached waits for each line to be read in first, and the next pass's
+// products wait for the store. Measured on the Intel kind (docs/PERFORMANCE.md step 34): 30
+// products of 576 x 1536 at 512 rows, each into its own y, 550-620 GFLOP/s on one core with
+// TILESTORED, 874-920 with streaming stores.
+//
 // Linux hands out the tile state only to a process that asked for it (arch_prctl
 // ARCH_REQ_XCOMP_PERM); Usable() asks once per process and answers false where the kernel,
 // the hypervisor or $ESURGE_CPU_AMX=0 says no, and the callers then use the AVX-512 path. Each
@@ -137,30 +144,50 @@ inline void StoreTileRegister(void* base, int64_t stride) {
   if constexpr (kTile == 3) _tile_stored(3, base, stride);
 }
 
-// Moves C tile `kTile` (rows [r0, r0 + 16) of the pass, columns [n0, n0 + 16)) into y: straight
-// into an fp32 y when its 16 rows are all real, else through a buffer.
+// An fp32 y of at least this many bytes is written with streaming stores (see the top).
+constexpr int64_t kStreamedOutputBytes = int64_t{1} << 20;
+
+// Moves C tile `kTile` (rows [r0, r0 + 16) of the pass, columns [n0, n0 + 16)) into y: when its
+// 16 rows are all real, straight into an fp32 y, or with streaming stores where `stream` (an
+// fp32 y of at least kStreamedOutputBytes, 64-byte aligned); else through a buffer.
 template <int kTile, typename TY>
-inline void StoreTile(TY* y, int64_t N, int64_t rows, int64_t r0, int64_t n0) {
+inline void StoreTile(TY* y, int64_t N, int64_t rows, int64_t r0, int64_t n0, bool stream) {
   if (r0 >= rows) return;
+  alignas(64) float sums[kTileRows * kTileColumns];
   if constexpr (sizeof(TY) == 4) {
     if (r0 + kTileRows <= rows) {
-      StoreTileRegister<kTile>(y + r0 * N + n0, N * sizeof(float));
+      if (!stream) {
+        StoreTileRegister<kTile>(y + r0 * N + n0, N * sizeof(float));
+        return;
+      }
+      StoreTileRegister<kTile>(sums, kTileColumns * sizeof(float));
+      for (int64_t r = 0; r < kTileRows; ++r) {
+        _mm512_stream_ps(y + (r0 + r) * N + n0, _mm512_load_ps(sums + r * kTileColumns));
+      }
       return;
     }
   }
-  alignas(64) float sums[kTileRows * kTileColumns];
   StoreTileRegister<kTile>(sums, kTileColumns * sizeof(float));
   WriteSums(sums, std::min<int64_t>(kTileRows, rows - r0), y, N, r0, n0);
+}
+
+// Whether RowsOfBlock streams its sums into y (see StoreTile).
+template <typename TY>
+inline bool StreamsOutput(const TY* y, int64_t rows, int64_t N) {
+  return sizeof(TY) == 4 && rows * N * static_cast<int64_t>(sizeof(TY)) >= kStreamedOutputBytes &&
+         N % kTileColumns == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
 }
 
 // y[r, n0 : n0 + 16 * vectors] for r in [r_begin, r_end) (r_begin a multiple of 16; the rows
 // of a last partial tile are computed from x's zero padding but not written): x in bf16 rows
 // `xb` (K values each), the weights of these columns as rows of pairs `packed`, `stride` words
 // apart (K / 2 rows). `step()` runs once per K tile of every pass (the callers' prefetcher).
+// `stream`: StreamsOutput() of the whole y (the item ends with a store fence then, so its
+// streamed sums are visible to whichever thread reads y after the ParallelFor).
 template <typename TY, typename Step>
 void RowsOfBlock(const uint16_t* xb, int64_t K, int64_t r_begin, int64_t r_end,
                  const uint32_t* packed, int64_t stride, int vectors, TY* y, int64_t N,
-                 int64_t n0, Step&& step) {
+                 int64_t n0, bool stream, Step&& step) {
   const TileScope tiles;
   const int64_t x_bytes = K * sizeof(uint16_t), w_bytes = stride * sizeof(uint32_t);
   const int64_t pairs = K / 2;
@@ -192,16 +219,17 @@ void RowsOfBlock(const uint16_t* xb, int64_t K, int64_t r_begin, int64_t r_end,
         }
       }
       const int64_t n = n0 + v * kTileColumns;
-      StoreTile<0>(y, N, r_end, r, n);
-      if (two_column_tiles) StoreTile<1>(y, N, r_end, r, n + kTileColumns);
+      StoreTile<0>(y, N, r_end, r, n, stream);
+      if (two_column_tiles) StoreTile<1>(y, N, r_end, r, n + kTileColumns, stream);
       if (two_row_tiles) {
-        StoreTile<2>(y, N, r_end, r + kTileRows, n);
+        StoreTile<2>(y, N, r_end, r + kTileRows, n, stream);
         if (two_column_tiles) {
-          StoreTile<3>(y, N, r_end, r + kTileRows, n + kTileColumns);
+          StoreTile<3>(y, N, r_end, r + kTileRows, n + kTileColumns, stream);
         }
       }
     }
   }
+  if (stream) _mm_sfence();
 }
 
 #endif  // ESURGE_HAS_AMX

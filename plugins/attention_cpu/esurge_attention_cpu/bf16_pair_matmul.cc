@@ -54,8 +54,13 @@ constexpr int kBlockVectors = 4;  // output columns per item: 64 (measured bette
 // large product is split into row panels whose rows stay in cache while the block's weights
 // are streamed (measured at 512 / 2048 rows: 76 -> 65 ms, 283 -> 230 ms for 30 products).
 constexpr int64_t kPackedChunkPasses = 16;
-// The same on the tile unit, in passes of 32 rows.
-constexpr int64_t kTileChunkPasses = 4;
+// On the tile unit, a chunk holds about this many bytes of x's bf16 rows (16 passes of 32 rows
+// at K = 576, 6 at K = 1536), which stay in the core's L2 while the thread's items run across
+// every column block of the product; see Bf16PackedMatmul.
+constexpr int64_t kTileChunkBytes = int64_t{576} << 10;
+inline int64_t TileChunkPasses(int64_t K) {
+  return std::max<int64_t>(1, kTileChunkBytes / (esurge_cpu::amx::kPassRows * K * 2));
+}
 
 inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
   uint32_t bits;
@@ -542,16 +547,28 @@ inline int64_t StepsOfItem(bool tiles, int64_t rows, int vectors, int64_t pairs)
 
 // Rows [r_begin, r_end) of y, columns [n0, n0 + 16 * vectors), on the tile unit: x as the bf16
 // rows of PackRowsForTiles (in `xp`), the block's pairs `packed_stride` words apart.
+// `stream`: StreamsOutput(y, rows, N) of the whole product (amx_tiles.h).
 template <typename TY>
 void TileRowsOfBlock(const uint32_t* xp, int64_t K, int64_t r_begin, int64_t r_end,
                      const uint32_t* packed, int64_t packed_stride, int vectors, TY* y, int64_t N,
-                     int64_t n0, AheadPrefetcher& ahead) {
+                     int64_t n0, bool stream, AheadPrefetcher& ahead) {
 #if ESURGE_HAS_AMX
   esurge_cpu::amx::RowsOfBlock(reinterpret_cast<const uint16_t*>(xp), K, r_begin, r_end, packed,
-                               packed_stride, vectors, y, N, n0, [&] { ahead.Step(); });
+                               packed_stride, vectors, y, N, n0, stream, [&] { ahead.Step(); });
 #else
   (void)xp, (void)K, (void)r_begin, (void)r_end, (void)packed, (void)packed_stride;
-  (void)vectors, (void)y, (void)N, (void)n0, (void)ahead;
+  (void)vectors, (void)y, (void)N, (void)n0, (void)stream, (void)ahead;
+#endif
+}
+
+// Whether a product of `rows` rows into y streams its sums (amx_tiles.h; tile unit only).
+template <typename TY>
+bool StreamsTileOutput(bool tiles, const TY* y, int64_t rows, int64_t N) {
+#if ESURGE_HAS_AMX
+  return tiles && esurge_cpu::amx::StreamsOutput(y, rows, N);
+#else
+  (void)tiles, (void)y, (void)rows, (void)N;
+  return false;
 #endif
 }
 
@@ -590,6 +607,7 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
   // address are packed afresh) and the block are the same. While computing an item whose
   // successor is another block, a thread prefetches that block's weights.
   const uint64_t call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  const bool stream = StreamsTileOutput(tiles, y, rows, N);
   esurge_cpu::ParallelFor(items, [&](int64_t item) {
     thread_local std::vector<uint32_t> buffer;
     thread_local uint64_t packed_call = 0;
@@ -620,7 +638,7 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
     }
     if (tiles) {
       return TileRowsOfBlock(xp, K, it.r_begin, it.r_end, buffer.data(), it.vectors * kLanes,
-                             it.vectors, y, N, it.n0, ahead);
+                             it.vectors, y, N, it.n0, stream, ahead);
     }
     RowsOfBlockAnyWidth(it.vectors, xp, pairs, it.r_begin, it.r_end, buffer.data(),
                         it.vectors * kLanes, y, N, it.n0, ahead);
@@ -634,6 +652,14 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
 // last block zero-padded to 64 columns. Nothing is re-arranged per call, and each item streams
 // one contiguous piece of memory. An item covers `item_vectors` vectors of one block (fewer
 // than 4 when there are too few blocks to keep every thread busy) and a chunk of rows.
+//
+// ParallelFor hands each thread a contiguous share of the items. On the AVX-512 path they are
+// numbered row chunk fastest, so a thread's next item mostly reads the same block of weights.
+// On the tile unit they are numbered column fastest: a thread runs one chunk of rows (about
+// kTileChunkBytes of x, kept in its L2) across every column block, the weights streaming past
+// from the shared cache, instead of streaming x through its L2 once per block. Measured on the
+// Intel kind (docs/PERFORMANCE.md step 34), 30 products of 576 x 1536 at 2048 rows: 1352-1397
+// GFLOP/s row chunk fastest (128-row chunks), 1747-1861 column fastest (512-row chunks).
 template <typename TY>
 void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_t* wp, int64_t N,
                       bool tiles, TY* y) {
@@ -645,7 +671,7 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
   while (item_vectors > 1 && vectors_total / item_vectors < 2 * threads) item_vectors /= 2;
   const int64_t column_items = (vectors_total + item_vectors - 1) / item_vectors;
   const int64_t pass_rows = PassRows(tiles);
-  const int64_t chunk_passes = tiles ? kTileChunkPasses : kPackedChunkPasses;
+  const int64_t chunk_passes = tiles ? TileChunkPasses(K) : kPackedChunkPasses;
   const int64_t row_passes = (rows + pass_rows - 1) / pass_rows;
   const int64_t row_chunks = std::clamp<int64_t>(
       std::max((4 * threads + column_items - 1) / column_items,
@@ -658,7 +684,8 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     int vectors;
   };
   auto span = [&](int64_t item) {
-    const int64_t column_item = item / row_chunks, chunk = item % row_chunks;
+    const int64_t column_item = tiles ? item % column_items : item / row_chunks;
+    const int64_t chunk = tiles ? item / column_items : item % row_chunks;
     const int64_t r_begin = chunk * chunk_rows;
     const int64_t v0 = column_item * item_vectors;
     return ItemSpan{r_begin, std::min<int64_t>(rows, r_begin + chunk_rows), v0,
@@ -670,6 +697,7 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
   auto first_word = [&](int64_t v0) {
     return wp + (v0 / kBlockVectors) * block_words + (v0 % kBlockVectors) * kLanes;
   };
+  const bool stream = StreamsTileOutput(tiles, y, rows, N);
   esurge_cpu::ParallelFor(items, [&](int64_t item) {
     const ItemSpan it = span(item);
     if (it.r_begin >= it.r_end) return;
@@ -684,7 +712,8 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
     }
     if (tiles) {
       return TileRowsOfBlock(xp, K, it.r_begin, it.r_end, first_word(it.v0),
-                             kBlockVectors * kLanes, it.vectors, y, N, it.v0 * kLanes, ahead);
+                             kBlockVectors * kLanes, it.vectors, y, N, it.v0 * kLanes, stream,
+                             ahead);
     }
 #if !ESURGE_HAS_BF16_PAIRS
     if (WidensItem(item_rows)) {
@@ -700,28 +729,33 @@ void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_
 bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::DataType::BF16; }
 
 // x's first `rows` rows in the layout the product reads: PackRowsForTiles' with `tiles`, else
-// PackRows'. The buffer is the calling thread's, reused by its next call.
+// PackRows'. The buffer is the calling thread's, reused by its next call, and starts on a
+// cache line (a tile row of x then is one line; measured 8-10% faster than std::vector's
+// 16-byte alignment, docs/PERFORMANCE.md step 34).
 const uint32_t* PackedX(const ffi::AnyBuffer& x, int64_t rows, int64_t K, bool tiles) {
+  constexpr size_t kLineWords = 64 / sizeof(uint32_t);
   thread_local std::vector<uint32_t> words;
   const int64_t pairs = (K + 1) / 2;
   const size_t need = static_cast<size_t>(
       tiles ? esurge_cpu::amx::PaddedRows(rows) * pairs : XWords(rows, pairs));
-  if (words.size() < need) words.resize(need);
+  if (words.size() < need + kLineWords) words.resize(need + kLineWords);
+  const size_t misalignment = reinterpret_cast<uintptr_t>(words.data()) % 64 / sizeof(uint32_t);
+  uint32_t* const first = words.data() + (kLineWords - misalignment) % kLineWords;
   const bool f32 = x.element_type() == ffi::DataType::F32;
   const void* data = x.untyped_data();
   if (tiles) {
-    auto* xb = reinterpret_cast<uint16_t*>(words.data());
+    auto* xb = reinterpret_cast<uint16_t*>(first);
     if (f32) {
       PackRowsForTiles(static_cast<const float*>(data), rows, K, xb);
     } else {
       PackRowsForTiles(static_cast<const uint16_t*>(data), rows, K, xb);
     }
   } else if (f32) {
-    PackRows(static_cast<const float*>(data), rows, K, words.data());
+    PackRows(static_cast<const float*>(data), rows, K, first);
   } else {
-    PackRows(static_cast<const uint16_t*>(data), rows, K, words.data());
+    PackRows(static_cast<const uint16_t*>(data), rows, K, first);
   }
-  return words.data();
+  return first;
 }
 
 ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
