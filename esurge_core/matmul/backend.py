@@ -22,6 +22,13 @@ the model multiplies only through ``matmul`` (``[K, N]`` arrays; see
 another backend is active, are computed from ``unpacked()``. Such a backend also defines
 ``packs_weight(w: jax.ShapeDtypeStruct) -> bool`` (whether ``pack_weight`` would pack a weight
 of that shape and dtype), which the engine uses to size its memory before packing.
+
+A backend may also fuse a gated MLP's gate/up product with its activation: it then defines
+``handles_gated(x, w, *, activation: str, out_dtype) -> bool`` and ``gated_matmul(x, w,
+num_rows, *, activation: str, out_dtype)``, returning ``act(x @ w[:, :N/2]) * (x @ w[:,
+N/2:])`` ``[M, N / 2]`` for an activation named as in ``esurge_core.models.activations``
+(``silu``, ``gelu_tanh``, ...), with the product's semantics above and the activation in fp32
+where ``out_dtype`` is fp32 (``esurge_core.matmul.dispatch.gated_matmul``).
 """
 
 from __future__ import annotations

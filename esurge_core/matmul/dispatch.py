@@ -1,4 +1,5 @@
-"""``matmul``: the one entry point of the models' weight products, and the active backend.
+"""``matmul``: the one entry point of the models' weight products, and the active backend;
+``gated_matmul``: a gated MLP's gate/up product with its activation, which a backend may fuse.
 
 The model runner wraps the tracing of its step in ``use_matmul_backend(backend, num_rows)``:
 inside it, each product the backend ``handles`` is traced as the backend's computation, told
@@ -9,7 +10,7 @@ The activation is a context variable read at trace time, so it costs nothing per
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -78,6 +79,32 @@ def matmul(
     if isinstance(w, PackedWeight):  # its backend declined this product
         w = w.unpacked()
     return xla_matmul(x, w, transpose_w=transpose_w, out_dtype=out_dtype)
+
+
+def gated_matmul(
+    x: jax.Array, w: jax.Array | PackedWeight, act: Callable[[jax.Array], jax.Array]
+) -> jax.Array:
+    """``act(gate) * up`` where ``[gate | up] = matmul(x, w)``: a gated MLP's fused gate/up
+    weight ``w [K, N]`` (the gate's columns first, the up projection's last).
+
+    The active backend computes it in one step where it offers ``gated_matmul`` and
+    ``handles_gated`` takes this product (``act``'s ``name``, see
+    ``esurge_core.models.activations.Activation``), with the semantics of ``matmul``
+    followed by ``act`` in fp32 where the result is fp32; else the product goes through
+    ``matmul`` and XLA applies ``act``.
+    """
+    active = _active.get()
+    name = getattr(act, "name", None)
+    fused = getattr(active.backend, "gated_matmul", None) if active is not None else None
+    handles = getattr(active.backend, "handles_gated", None) if active is not None else None
+    if fused is not None and handles is not None and name is not None and x.ndim == 2:
+        spec_x = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        spec_w = w if isinstance(w, PackedWeight) else jax.ShapeDtypeStruct(w.shape, w.dtype)
+        if handles(spec_x, spec_w, activation=name, out_dtype=x.dtype):
+            return fused(x, w, active.num_rows, activation=name, out_dtype=x.dtype)
+    gate_up = matmul(x, w)
+    half = gate_up.shape[-1] // 2
+    return act(gate_up[..., :half]) * gate_up[..., half:]
 
 
 def pack_matmul_weights(

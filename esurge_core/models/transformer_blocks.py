@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from esurge_core.matmul.dispatch import matmul
+from esurge_core.matmul.dispatch import gated_matmul, matmul
 from esurge_core.models.fused_projections import GATE_UP, QKV
 from esurge_core.models.params import ParamPath, ParamSpec, linear_spec
 
@@ -127,13 +127,13 @@ def gated_mlp_specs(
 
 def gated_mlp(p: dict, x: jax.Array, act: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """`down(act(gate(x)) * up(x))`: gate and up as one product where the params hold the
-    fused ``gate_up`` weight (``fuse_projections``)."""
+    fused ``gate_up`` weight (``fuse_projections``), which the active matmul backend may
+    compute together with ``act`` (``gated_matmul``)."""
     if GATE_UP.name in p:
-        gate_up = matmul(x, p[GATE_UP.name])
-        gate, up = gate_up[:, : gate_up.shape[1] // 2], gate_up[:, gate_up.shape[1] // 2 :]
+        hidden = gated_matmul(x, p[GATE_UP.name], act)
     else:
-        gate, up = matmul(x, p["gate"]), matmul(x, p["up"])
-    return matmul(act(gate) * up, p["down"])
+        hidden = act(matmul(x, p["gate"])) * matmul(x, p["up"])
+    return matmul(hidden, p["down"])
 
 
 def embed_tokens(

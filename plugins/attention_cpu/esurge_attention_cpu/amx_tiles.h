@@ -78,6 +78,17 @@ inline bool Takes(int64_t rows, int64_t K) {
 // Rows of x's bf16 copy (Takes() products): `rows` rounded up to whole tiles.
 inline int64_t PaddedRows(int64_t rows) { return (rows + kTileRows - 1) / kTileRows * kTileRows; }
 
+// An fp32 y of at least this many bytes is written with streaming stores (see the top).
+constexpr int64_t kStreamedOutputBytes = int64_t{1} << 20;
+
+// Whether a product's sums go into y [rows, N] with streaming stores: an fp32 y of at least
+// kStreamedOutputBytes whose rows of 16-column vectors all start on a cache line.
+template <typename TY>
+inline bool StreamsOutput(const TY* y, int64_t rows, int64_t N) {
+  return sizeof(TY) == 4 && rows * N * static_cast<int64_t>(sizeof(TY)) >= kStreamedOutputBytes &&
+         N % kTileColumns == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
+}
+
 #if ESURGE_HAS_AMX
 
 // Sets every tile to 16 rows of 64 bytes for the life of the object (one work item).
@@ -144,9 +155,6 @@ inline void StoreTileRegister(void* base, int64_t stride) {
   if constexpr (kTile == 3) _tile_stored(3, base, stride);
 }
 
-// An fp32 y of at least this many bytes is written with streaming stores (see the top).
-constexpr int64_t kStreamedOutputBytes = int64_t{1} << 20;
-
 // Moves C tile `kTile` (rows [r0, r0 + 16) of the pass, columns [n0, n0 + 16)) into y: when its
 // 16 rows are all real, straight into an fp32 y, or with streaming stores where `stream` (an
 // fp32 y of at least kStreamedOutputBytes, 64-byte aligned); else through a buffer.
@@ -171,12 +179,6 @@ inline void StoreTile(TY* y, int64_t N, int64_t rows, int64_t r0, int64_t n0, bo
   WriteSums(sums, std::min<int64_t>(kTileRows, rows - r0), y, N, r0, n0);
 }
 
-// Whether RowsOfBlock streams its sums into y (see StoreTile).
-template <typename TY>
-inline bool StreamsOutput(const TY* y, int64_t rows, int64_t N) {
-  return sizeof(TY) == 4 && rows * N * static_cast<int64_t>(sizeof(TY)) >= kStreamedOutputBytes &&
-         N % kTileColumns == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0;
-}
 
 // y[r, n0 : n0 + 16 * vectors] for r in [r_begin, r_end) (r_begin a multiple of 16; the rows
 // of a last partial tile are computed from x's zero padding but not written): x in bf16 rows

@@ -29,6 +29,7 @@
 
 #include "amx_tiles.h"
 #include "avx512_transpose.h"
+#include "gate_activations.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -564,12 +565,7 @@ void TileRowsOfBlock(const uint32_t* xp, int64_t K, int64_t r_begin, int64_t r_e
 // Whether a product of `rows` rows into y streams its sums (amx_tiles.h; tile unit only).
 template <typename TY>
 bool StreamsTileOutput(bool tiles, const TY* y, int64_t rows, int64_t N) {
-#if ESURGE_HAS_AMX
   return tiles && esurge_cpu::amx::StreamsOutput(y, rows, N);
-#else
-  (void)tiles, (void)y, (void)rows, (void)N;
-  return false;
-#endif
 }
 
 #if ESURGE_HAS_BF16_PAIRS
@@ -660,71 +656,167 @@ void Bf16PairMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint16_t*
 // from the shared cache, instead of streaming x through its L2 once per block. Measured on the
 // Intel kind (docs/PERFORMANCE.md step 34), 30 products of 576 x 1536 at 2048 rows: 1352-1397
 // GFLOP/s row chunk fastest (128-row chunks), 1747-1861 column fastest (512-row chunks).
+class PackedItems {
+ public:
+  struct Span {
+    int64_t r_begin, r_end, v0;
+    int vectors;
+  };
+
+  // The items of a product of `rows` rows, depth K and `vectors_total` vectors of columns.
+  PackedItems(int64_t rows, int64_t K, int64_t vectors_total, bool tiles)
+      : rows_(rows), vectors_total_(vectors_total), tiles_(tiles) {
+    const int64_t threads = esurge_cpu::PoolSize();
+    while (item_vectors_ > 1 && vectors_total / item_vectors_ < 2 * threads) item_vectors_ /= 2;
+    column_items_ = (vectors_total + item_vectors_ - 1) / item_vectors_;
+    const int64_t pass_rows = PassRows(tiles);
+    const int64_t chunk_passes = tiles ? TileChunkPasses(K) : kPackedChunkPasses;
+    const int64_t row_passes = (rows + pass_rows - 1) / pass_rows;
+    row_chunks_ = std::clamp<int64_t>(std::max((4 * threads + column_items_ - 1) / column_items_,
+                                               (row_passes + chunk_passes - 1) / chunk_passes),
+                                      1, row_passes);
+    chunk_rows_ = ((row_passes + row_chunks_ - 1) / row_chunks_) * pass_rows;
+  }
+
+  int64_t count() const { return column_items_ * row_chunks_; }
+  // The largest number of rows an item covers.
+  int64_t chunk_rows() const { return chunk_rows_; }
+
+  Span operator()(int64_t item) const {
+    const int64_t column_item = tiles_ ? item % column_items_ : item / row_chunks_;
+    const int64_t chunk = tiles_ ? item / column_items_ : item % row_chunks_;
+    const int64_t r_begin = chunk * chunk_rows_;
+    const int64_t v0 = column_item * item_vectors_;
+    return Span{r_begin, std::min<int64_t>(rows_, r_begin + chunk_rows_), v0,
+                static_cast<int>(std::min<int64_t>(item_vectors_, vectors_total_ - v0))};
+  }
+
+ private:
+  int64_t rows_, vectors_total_;
+  bool tiles_;
+  int item_vectors_ = kBlockVectors;
+  int64_t column_items_ = 0, row_chunks_ = 0, chunk_rows_ = 0;
+};
+
+// The first word of vector v0's columns in the packed weights `wp` (blocks of `pairs` rows).
+inline const uint32_t* PackedColumns(const uint32_t* wp, int64_t pairs, int64_t v0) {
+  return wp + (v0 / kBlockVectors) * pairs * kBlockVectors * kLanes +
+         (v0 % kBlockVectors) * kLanes;
+}
+
+// A prefetcher of `vectors` vectors of packed columns starting at `first`, spread over `steps`
+// micro-kernel steps.
+inline AheadPrefetcher PackedPrefetcher(const uint32_t* first, int64_t pairs, int vectors,
+                                        int64_t steps) {
+  AheadPrefetcher ahead(first, pairs, vectors * kLanes * 4, kBlockVectors * kLanes * 4);
+  ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
+  return ahead;
+}
+
+// Rows [r_begin, r_end) x `vectors` vectors of packed columns `packed` into y (row stride N,
+// columns from n0), on whichever path the product takes. `call` numbers the product (the
+// portable path's widened blocks), `stream` as in TileRowsOfBlock.
+template <typename TY>
+void PackedRowsOfBlock(uint64_t call, bool tiles, const uint32_t* xp, int64_t K, int64_t r_begin,
+                       int64_t r_end, const uint32_t* packed, int vectors, TY* y, int64_t N,
+                       int64_t n0, bool stream, AheadPrefetcher& ahead) {
+  const int64_t pairs = (K + 1) / 2;
+  if (tiles) {
+    return TileRowsOfBlock(xp, K, r_begin, r_end, packed, kBlockVectors * kLanes, vectors, y, N,
+                           n0, stream, ahead);
+  }
+#if !ESURGE_HAS_BF16_PAIRS
+  if (WidensItem(r_end - r_begin)) {
+    return WideRowsOfBlock(call, vectors, xp, pairs, r_begin, r_end, packed,
+                           kBlockVectors * kLanes, y, N, n0, ahead);
+  }
+#else
+  (void)call;
+#endif
+  RowsOfBlockAnyWidth(vectors, xp, pairs, r_begin, r_end, packed, kBlockVectors * kLanes, y, N,
+                      n0, ahead);
+}
+
 template <typename TY>
 void Bf16PackedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_t* wp, int64_t N,
                       bool tiles, TY* y) {
   const int64_t pairs = (K + 1) / 2;
-  const int64_t block_words = pairs * kBlockVectors * kLanes;
-  const int64_t vectors_total = N / kLanes;
-  const int64_t threads = esurge_cpu::PoolSize();
-  int item_vectors = kBlockVectors;
-  while (item_vectors > 1 && vectors_total / item_vectors < 2 * threads) item_vectors /= 2;
-  const int64_t column_items = (vectors_total + item_vectors - 1) / item_vectors;
-  const int64_t pass_rows = PassRows(tiles);
-  const int64_t chunk_passes = tiles ? TileChunkPasses(K) : kPackedChunkPasses;
-  const int64_t row_passes = (rows + pass_rows - 1) / pass_rows;
-  const int64_t row_chunks = std::clamp<int64_t>(
-      std::max((4 * threads + column_items - 1) / column_items,
-               (row_passes + chunk_passes - 1) / chunk_passes),
-      1, row_passes);
-  const int64_t chunk_rows = ((row_passes + row_chunks - 1) / row_chunks) * pass_rows;
-  const int64_t items = column_items * row_chunks;
-  struct ItemSpan {
-    int64_t r_begin, r_end, v0;
-    int vectors;
-  };
-  auto span = [&](int64_t item) {
-    const int64_t column_item = tiles ? item % column_items : item / row_chunks;
-    const int64_t chunk = tiles ? item / column_items : item % row_chunks;
-    const int64_t r_begin = chunk * chunk_rows;
-    const int64_t v0 = column_item * item_vectors;
-    return ItemSpan{r_begin, std::min<int64_t>(rows, r_begin + chunk_rows), v0,
-                    static_cast<int>(std::min<int64_t>(item_vectors, vectors_total - v0))};
-  };
-#if !ESURGE_HAS_BF16_PAIRS
+  const PackedItems items(rows, K, N / kLanes, tiles);
   const uint64_t call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
-#endif
-  auto first_word = [&](int64_t v0) {
-    return wp + (v0 / kBlockVectors) * block_words + (v0 % kBlockVectors) * kLanes;
-  };
   const bool stream = StreamsTileOutput(tiles, y, rows, N);
-  esurge_cpu::ParallelFor(items, [&](int64_t item) {
-    const ItemSpan it = span(item);
+  esurge_cpu::ParallelFor(items.count(), [&](int64_t item) {
+    const PackedItems::Span it = items(item);
     if (it.r_begin >= it.r_end) return;
-    const int64_t item_rows = it.r_end - it.r_begin;
     AheadPrefetcher ahead;
-    const ItemSpan next = span(std::min(item + 1, items - 1));
+    const PackedItems::Span next = items(std::min(item + 1, items.count() - 1));
     if (next.v0 != it.v0) {
-      ahead = AheadPrefetcher(first_word(next.v0), pairs, next.vectors * kLanes * 4,
-                              kBlockVectors * kLanes * 4);
-      const int64_t steps = StepsOfItem(tiles, item_rows, it.vectors, pairs);
-      ahead.set_lines_per_step((ahead.lines() + steps - 1) / std::max<int64_t>(steps, 1));
+      ahead = PackedPrefetcher(PackedColumns(wp, pairs, next.v0), pairs, next.vectors,
+                               StepsOfItem(tiles, it.r_end - it.r_begin, it.vectors, pairs));
     }
-    if (tiles) {
-      return TileRowsOfBlock(xp, K, it.r_begin, it.r_end, first_word(it.v0),
-                             kBlockVectors * kLanes, it.vectors, y, N, it.v0 * kLanes, stream,
-                             ahead);
-    }
-#if !ESURGE_HAS_BF16_PAIRS
-    if (WidensItem(item_rows)) {
-      return WideRowsOfBlock(call, it.vectors, xp, pairs, it.r_begin, it.r_end, first_word(it.v0),
-                             kBlockVectors * kLanes, y, N, it.v0 * kLanes, ahead);
-    }
-#endif
-    RowsOfBlockAnyWidth(it.vectors, xp, pairs, it.r_begin, it.r_end, first_word(it.v0),
-                        kBlockVectors * kLanes, y, N, it.v0 * kLanes, ahead);
+    PackedRowsOfBlock(call, tiles, xp, K, it.r_begin, it.r_end, PackedColumns(wp, pairs, it.v0),
+                      it.vectors, y, N, it.v0 * kLanes, stream, ahead);
   });
 }
+
+#if ESURGE_HAS_BF16_PAIRS
+
+// y = act(x W_gate) * (x W_up) for the packed fused weight [K, N] whose first N / 2 columns
+// are the gate's and the rest the up projection's (N / 2 a multiple of 64, so each block is
+// one or the other), y [rows, N / 2]. An item computes its columns of both products into the
+// thread's scratch rows (kept in cache) and writes act(gate) * up: y is written once, at half
+// the width of the two products, and XLA's pass over them is gone.
+template <esurge_cpu::gate::Activation kAct, typename TY>
+void Bf16PackedGatedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_t* wp,
+                           int64_t N, bool tiles, TY* y) {
+  const int64_t pairs = (K + 1) / 2;
+  const int64_t half = N / 2, half_vectors = half / kLanes;
+  const PackedItems items(rows, K, half_vectors, tiles);
+  const uint64_t call = g_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  const bool stream = esurge_cpu::amx::StreamsOutput(y, rows, half);
+  constexpr int64_t kWidth = kBlockVectors * kLanes;  // scratch row stride
+  esurge_cpu::ParallelFor(items.count(), [&](int64_t item) {
+    const PackedItems::Span it = items(item);
+    if (it.r_begin >= it.r_end) return;
+    thread_local std::vector<float> gate, up;  // rows [0, r_end) x kWidth; [r_begin, r_end) used
+    const size_t need = static_cast<size_t>(it.r_end * kWidth);
+    if (gate.size() < need) gate.resize(need), up.resize(need);
+    const int64_t steps = StepsOfItem(tiles, it.r_end - it.r_begin, it.vectors, pairs);
+    const uint32_t* gate_columns = PackedColumns(wp, pairs, it.v0);
+    const uint32_t* up_columns = PackedColumns(wp, pairs, half_vectors + it.v0);
+    // While the gate's columns are computed, the up projection's are fetched, and while those
+    // are, the next item's gate columns.
+    AheadPrefetcher ahead = PackedPrefetcher(up_columns, pairs, it.vectors, steps);
+    PackedRowsOfBlock(call, tiles, xp, K, it.r_begin, it.r_end, gate_columns, it.vectors,
+                      gate.data(), kWidth, 0, /*stream=*/false, ahead);
+    const PackedItems::Span next = items(std::min(item + 1, items.count() - 1));
+    ahead = next.v0 != it.v0 ? PackedPrefetcher(PackedColumns(wp, pairs, next.v0), pairs,
+                                                next.vectors, steps)
+                             : AheadPrefetcher();
+    PackedRowsOfBlock(call, tiles, xp, K, it.r_begin, it.r_end, up_columns, it.vectors,
+                      up.data(), kWidth, 0, /*stream=*/false, ahead);
+    for (int64_t r = it.r_begin; r < it.r_end; ++r) {
+      TY* dst = y + r * half + it.v0 * kLanes;
+      for (int v = 0; v < it.vectors; ++v) {
+        const __m512 out = esurge_cpu::gate::Gated16<kAct>(
+            _mm512_loadu_ps(gate.data() + r * kWidth + v * kLanes),
+            _mm512_loadu_ps(up.data() + r * kWidth + v * kLanes));
+        if constexpr (sizeof(TY) == 4) {
+          if (stream) {
+            _mm512_stream_ps(dst + v * kLanes, out);
+          } else {
+            _mm512_storeu_ps(dst + v * kLanes, out);
+          }
+        } else {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + v * kLanes),
+                              (__m256i)_mm512_cvtneps_pbh(out));
+        }
+      }
+    }
+    if (stream) _mm_sfence();
+  });
+}
+
+#endif  // ESURGE_HAS_BF16_PAIRS
 
 bool IsF32OrBf16(ffi::DataType t) { return t == ffi::DataType::F32 || t == ffi::DataType::BF16; }
 
@@ -809,50 +901,110 @@ ffi::Error Bf16PairMatmulImpl(ffi::AnyBuffer x, ffi::AnyBuffer w,
 #endif
 }
 
+// The sizes of a call on packed weights: x [M, K], w_packed [blocks, pairs, 64] holding N
+// columns, y [M, N] (y [M, N / 2] for the gated product), `rows` real rows.
+struct PackedCall {
+  int64_t M, K, N, rows;
+};
+
+// Checks a call's shapes and dtypes, zeroes y's padding rows and sizes the call; an error
+// (named `name`) for what the kernel does not take.
+ffi::Error PreparePackedCall(const char* name, const ffi::AnyBuffer& x,
+                             const ffi::Buffer<ffi::U32>& w_packed,
+                             const ffi::Buffer<ffi::S32>& num_rows, ffi::AnyBuffer& y, bool gated,
+                             PackedCall* call) {
+  const std::string what = std::string(name) + " (cpu): ";
+  const auto x_dims = x.dimensions();
+  const auto w_dims = w_packed.dimensions();
+  const auto y_dims = y.dimensions();
+  if (x_dims.size() != 2 || w_dims.size() != 3 || y_dims.size() != 2 ||
+      num_rows.element_count() != 1) {
+    return ffi::Error::InvalidArgument(what + "x and y must be matrices, w_packed [blocks, pairs, 64]");
+  }
+  const int64_t M = x_dims[0], K = x_dims[1], N = gated ? 2 * y_dims[1] : y_dims[1];
+  const int64_t block_columns = kBlockVectors * kLanes;
+  if (y_dims[0] != M || w_dims[0] != (N + block_columns - 1) / block_columns ||
+      w_dims[1] != (K + 1) / 2 || w_dims[2] != block_columns) {
+    return ffi::Error::InvalidArgument(what + "shapes do not agree");
+  }
+  const int64_t multiple = gated ? 2 * block_columns : kLanes;
+  if (N % multiple != 0) {
+    return ffi::Error::InvalidArgument(what + "N must be a multiple of " +
+                                       std::to_string(multiple) + ", got " + std::to_string(N));
+  }
+  if (!IsF32OrBf16(x.element_type()) || !IsF32OrBf16(y.element_type())) {
+    return ffi::Error::InvalidArgument(what + "x and y must be float32 or bfloat16");
+  }
+  const int64_t rows = std::clamp<int64_t>(num_rows.typed_data()[0], 0, M);
+  const size_t row_bytes = y.size_bytes() / std::max<int64_t>(M, 1);
+  std::memset(static_cast<char*>(y.untyped_data()) + rows * row_bytes, 0, (M - rows) * row_bytes);
+  if (N == 0 || K == 0) std::memset(y.untyped_data(), 0, rows * row_bytes);
+  *call = PackedCall{M, K, N, (N == 0 || K == 0) ? 0 : rows};
+  return ffi::Error::Success();
+}
+
 ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
                                 ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
                                 ffi::ThreadPool thread_pool) {
   esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
-  const auto x_dims = x.dimensions();
-  const auto w_dims = w_packed.dimensions();
-  const auto y_dims = y->dimensions();
-  if (x_dims.size() != 2 || w_dims.size() != 3 || y_dims.size() != 2 ||
-      num_rows.element_count() != 1) {
-    return ffi::Error::InvalidArgument(
-        "bf16_packed_matmul (cpu): x and y must be matrices, w_packed [blocks, pairs, 64]");
+  PackedCall call;
+  if (ffi::Error error =
+          PreparePackedCall("bf16_packed_matmul", x, w_packed, num_rows, *y, false, &call);
+      error.failure()) {
+    return error;
   }
-  const int64_t M = x_dims[0], K = x_dims[1], N = y_dims[1];
-  const int64_t pairs = (K + 1) / 2;
-  const int64_t block_columns = kBlockVectors * kLanes;
-  if (y_dims[0] != M || w_dims[0] != (N + block_columns - 1) / block_columns ||
-      w_dims[1] != pairs || w_dims[2] != block_columns) {
-    return ffi::Error::InvalidArgument("bf16_packed_matmul (cpu): shapes do not agree");
-  }
-  if (N % kLanes != 0) {
-    return ffi::Error::InvalidArgument(
-        "bf16_packed_matmul (cpu): N must be a multiple of 16, got " + std::to_string(N));
-  }
-  if (!IsF32OrBf16(x.element_type()) || !IsF32OrBf16(y->element_type())) {
-    return ffi::Error::InvalidArgument(
-        "bf16_packed_matmul (cpu): x and y must be float32 or bfloat16");
-  }
-  const int64_t rows = std::clamp<int64_t>(num_rows.typed_data()[0], 0, M);
-  const size_t row_bytes = y->size_bytes() / std::max<int64_t>(M, 1);
-  std::memset(static_cast<char*>(y->untyped_data()) + rows * row_bytes, 0,
-              (M - rows) * row_bytes);
-  if (rows == 0 || N == 0 || K == 0) {
-    std::memset(y->untyped_data(), 0, rows * row_bytes);
-    return ffi::Error::Success();
-  }
-  const bool tiles = esurge_cpu::amx::Takes(rows, K);
-  const uint32_t* xp = PackedX(x, rows, K, tiles);
+  if (call.rows == 0) return ffi::Error::Success();
+  const bool tiles = esurge_cpu::amx::Takes(call.rows, call.K);
+  const uint32_t* xp = PackedX(x, call.rows, call.K, tiles);
   const uint32_t* wp = w_packed.typed_data();
   if (y->element_type() == ffi::DataType::F32) {
-    Bf16PackedMatmul(xp, rows, K, wp, N, tiles, static_cast<float*>(y->untyped_data()));
+    Bf16PackedMatmul(xp, call.rows, call.K, wp, call.N, tiles,
+                     static_cast<float*>(y->untyped_data()));
   } else {
-    Bf16PackedMatmul(xp, rows, K, wp, N, tiles, static_cast<uint16_t*>(y->untyped_data()));
+    Bf16PackedMatmul(xp, call.rows, call.K, wp, call.N, tiles,
+                     static_cast<uint16_t*>(y->untyped_data()));
   }
   return ffi::Error::Success();
+}
+
+ffi::Error Bf16PackedGatedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
+                                     ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
+                                     int32_t activation, ffi::ThreadPool thread_pool) {
+  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
+#if !ESURGE_HAS_BF16_PAIRS
+  (void)w_packed, (void)num_rows, (void)y, (void)activation;
+  return ffi::Error(ffi::ErrorCode::kUnimplemented,
+                    "bf16_packed_gated_matmul (cpu): this CPU has no AVX512-BF16");
+#else
+  using esurge_cpu::gate::Activation;
+  if (!esurge_cpu::gate::IsKnown(activation)) {
+    return ffi::Error::InvalidArgument("bf16_packed_gated_matmul (cpu): unknown activation " +
+                                       std::to_string(activation));
+  }
+  PackedCall call;
+  if (ffi::Error error =
+          PreparePackedCall("bf16_packed_gated_matmul", x, w_packed, num_rows, *y, true, &call);
+      error.failure()) {
+    return error;
+  }
+  if (call.rows == 0) return ffi::Error::Success();
+  const bool tiles = esurge_cpu::amx::Takes(call.rows, call.K);
+  const uint32_t* xp = PackedX(x, call.rows, call.K, tiles);
+  const uint32_t* wp = w_packed.typed_data();
+  auto run = [&](auto* out) {
+    if (static_cast<Activation>(activation) == Activation::kSilu) {
+      Bf16PackedGatedMatmul<Activation::kSilu>(xp, call.rows, call.K, wp, call.N, tiles, out);
+    } else {
+      Bf16PackedGatedMatmul<Activation::kGeluTanh>(xp, call.rows, call.K, wp, call.N, tiles, out);
+    }
+  };
+  if (y->element_type() == ffi::DataType::F32) {
+    run(static_cast<float*>(y->untyped_data()));
+  } else {
+    run(static_cast<uint16_t*>(y->untyped_data()));
+  }
+  return ffi::Error::Success();
+#endif
 }
 
 }  // namespace
@@ -863,6 +1015,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PackedMatmul, Bf16PackedMatmulImpl,
                                   .Arg<ffi::Buffer<ffi::U32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ctx<ffi::ThreadPool>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PackedGatedMatmul, Bf16PackedGatedMatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("activation")
                                   .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeBf16PairMatmul, Bf16PairMatmulImpl,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from esurge_attention_cpu.ffi_targets import (
+    BF16_PACKED_GATED_MATMUL,
     BF16_PACKED_MATMUL,
     BF16_PAIR_MATMUL,
     register_ffi_targets,
@@ -22,7 +24,9 @@ from esurge_attention_cpu.ffi_targets import (
 __all__ = [
     "ACTIVATION_DTYPES",
     "COLUMN_MULTIPLE",
+    "GATE_ACTIVATIONS",
     "PACKED_BLOCK_COLUMNS",
+    "bf16_packed_gated_matmul",
     "bf16_packed_matmul",
     "bf16_pair_matmul",
     "pack_bf16_weight",
@@ -145,3 +149,65 @@ def bf16_packed_matmul(
     register_ffi_targets()
     call = jax.ffi.ffi_call(BF16_PACKED_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n), out_dtype))
     return call(x, w_packed, jnp.asarray(num_rows, jnp.int32).reshape(1))
+
+
+#: Activations the gated product computes (``esurge_core.models.activations`` names), with
+#: their codes in ``gate_activations.h``.
+GATE_ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
+
+
+def bf16_packed_gated_matmul(
+    x: jax.Array,
+    w_packed: jax.Array,
+    num_rows: jax.Array,
+    *,
+    n: int,
+    activation: str,
+    out_dtype=None,
+) -> jax.Array:
+    """``act(x @ w[:, :n/2]) * (x @ w[:, n/2:])`` for ``num_rows`` rows: a gated MLP's fused
+    gate/up product, ``w [K, n]`` given as ``pack_bf16_weight(w)``, ``act`` applied as the
+    kernel writes its result (``gate_activations.h``). Needs AVX512-BF16
+    (``bf16_pairs_available``).
+
+    The product's semantics are ``bf16_packed_matmul``'s; ``n / 2`` must be a multiple of 64
+    (each packed block is then all gate or all up columns). Returns ``[M, n / 2]``.
+
+    Raises:
+        ValueError: an activation, shape or dtype the kernel does not take (named in the
+            message).
+    """
+    out_dtype = jnp.dtype(out_dtype or x.dtype)
+    if activation not in GATE_ACTIVATIONS:
+        raise ValueError(
+            f"bf16_packed_gated_matmul: activation {activation!r} is not one of "
+            f"{sorted(GATE_ACTIVATIONS)}"
+        )
+    if n % (2 * PACKED_BLOCK_COLUMNS):
+        raise ValueError(
+            f"bf16_packed_gated_matmul: N must be a multiple of {2 * PACKED_BLOCK_COLUMNS} "
+            f"(two halves of whole {PACKED_BLOCK_COLUMNS}-column blocks), got {n}"
+        )
+    pairs = -(-x.shape[1] // 2)
+    expected = (n // PACKED_BLOCK_COLUMNS, pairs, PACKED_BLOCK_COLUMNS)
+    if x.ndim != 2 or w_packed.shape != expected or w_packed.dtype != jnp.uint32:
+        raise ValueError(
+            f"bf16_packed_gated_matmul: x {x.shape} and N = {n} need w_packed uint32{expected}, "
+            f"got {w_packed.dtype}{tuple(w_packed.shape)}"
+        )
+    for name, dtype in (("x", x.dtype), ("out_dtype", out_dtype)):
+        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
+            raise ValueError(
+                f"bf16_packed_gated_matmul: {name} dtype {jnp.dtype(dtype).name} is not one of "
+                f"{sorted(ACTIVATION_DTYPES)}"
+            )
+    register_ffi_targets()
+    call = jax.ffi.ffi_call(
+        BF16_PACKED_GATED_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n // 2), out_dtype)
+    )
+    return call(
+        x,
+        w_packed,
+        jnp.asarray(num_rows, jnp.int32).reshape(1),
+        activation=np.int32(GATE_ACTIVATIONS[activation]),
+    )

@@ -14,6 +14,7 @@ WRITE_KV_PAGES = "esurge_cpu_write_kv_pages"
 SMALL_MATMUL = "esurge_cpu_small_matmul"
 BF16_PAIR_MATMUL = "esurge_cpu_bf16_pair_matmul"
 BF16_PACKED_MATMUL = "esurge_cpu_bf16_packed_matmul"
+BF16_PACKED_GATED_MATMUL = "esurge_cpu_bf16_packed_gated_matmul"
 #: FFI target name -> exported handler symbol of the library.
 _HANDLERS = {
     RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
@@ -21,6 +22,7 @@ _HANDLERS = {
     SMALL_MATMUL: "EsurgeSmallMatmul",
     BF16_PAIR_MATMUL: "EsurgeBf16PairMatmul",
     BF16_PACKED_MATMUL: "EsurgeBf16PackedMatmul",
+    BF16_PACKED_GATED_MATMUL: "EsurgeBf16PackedGatedMatmul",
 }
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None

@@ -11,6 +11,9 @@ import jax.numpy as jnp
 from esurge_attention_cpu.bf16_pair_matmul import (
     ACTIVATION_DTYPES,
     COLUMN_MULTIPLE,
+    GATE_ACTIVATIONS,
+    PACKED_BLOCK_COLUMNS,
+    bf16_packed_gated_matmul,
     bf16_packed_matmul,
     bf16_pair_matmul,
     pack_bf16_weight,
@@ -57,6 +60,9 @@ class CPUMatmulBackend:
       when the real rows are at most ``PAIR_REAL_ROWS_FRACTION`` of them (chosen in the step;
       a full prefill bucket goes to XLA);
     * everything else: XLA.
+
+    It also fuses a gated MLP's gate/up product with its activation (``gated_matmul``,
+    ``bf16_packed_gated_matmul``) for packed weights on a CPU with AVX512-BF16.
 
     Creating the backend builds the kernels for this machine if they are not cached yet, so a
     missing compiler is reported when the engine starts, not in the middle of tracing.
@@ -136,6 +142,28 @@ class CPUMatmulBackend:
 
         mostly_padding = num_rows <= int(PAIR_REAL_ROWS_FRACTION * x.shape[0])
         return jax.lax.cond(mostly_padding, pair, xla, x, w, jnp.asarray(num_rows, jnp.int32))
+
+    def handles_gated(self, x, w, *, activation: str, out_dtype) -> bool:
+        """Whether ``gated_matmul`` computes this fused gate/up product: weights this backend
+        packed, an activation the kernel has, halves of whole packed blocks, AVX512-BF16."""
+        return (
+            self.bf16_pairs
+            and isinstance(w, PackedWeight)
+            and w.layout == PACKED_LAYOUT
+            and len(x.shape) == 2
+            and activation in GATE_ACTIVATIONS
+            and w.shape[1] % (2 * PACKED_BLOCK_COLUMNS) == 0
+            and all(jnp.dtype(d).name in ACTIVATION_DTYPES for d in (x.dtype, out_dtype))
+        )
+
+    def gated_matmul(
+        self, x, w: PackedWeight, num_rows, *, activation: str, out_dtype
+    ) -> jax.Array:
+        # Measured in a 2048-token prefill step on the Intel kind (docs/PERFORMANCE.md step
+        # 35): the product writes half the columns, and XLA's pass over both halves is gone.
+        return bf16_packed_gated_matmul(
+            x, w.data, num_rows, n=w.shape[1], activation=activation, out_dtype=out_dtype
+        )
 
     def _packed_matmul(self, x, w: PackedWeight, num_rows, *, out_dtype) -> jax.Array:
         # Every size: with AVX512-BF16 the kernel beat XLA's bf16 dot at every row count
