@@ -179,7 +179,6 @@ inline void StoreTile(TY* y, int64_t N, int64_t rows, int64_t r0, int64_t n0, bo
   WriteSums(sums, std::min<int64_t>(kTileRows, rows - r0), y, N, r0, n0);
 }
 
-
 // y[r, n0 : n0 + 16 * vectors] for r in [r_begin, r_end) (r_begin a multiple of 16; the rows
 // of a last partial tile are computed from x's zero padding but not written): x in bf16 rows
 // `xb` (K values each), the weights of these columns as rows of pairs `packed`, `stride` words

@@ -679,8 +679,6 @@ class PackedItems {
   }
 
   int64_t count() const { return column_items_ * row_chunks_; }
-  // The largest number of rows an item covers.
-  int64_t chunk_rows() const { return chunk_rows_; }
 
   Span operator()(int64_t item) const {
     const int64_t column_item = tiles_ ? item % column_items_ : item / row_chunks_;
@@ -919,7 +917,8 @@ ffi::Error PreparePackedCall(const char* name, const ffi::AnyBuffer& x,
   const auto y_dims = y.dimensions();
   if (x_dims.size() != 2 || w_dims.size() != 3 || y_dims.size() != 2 ||
       num_rows.element_count() != 1) {
-    return ffi::Error::InvalidArgument(what + "x and y must be matrices, w_packed [blocks, pairs, 64]");
+    return ffi::Error::InvalidArgument(what +
+                                       "x and y must be matrices, w_packed [blocks, pairs, 64]");
   }
   const int64_t M = x_dims[0], K = x_dims[1], N = gated ? 2 * y_dims[1] : y_dims[1];
   const int64_t block_columns = kBlockVectors * kLanes;
