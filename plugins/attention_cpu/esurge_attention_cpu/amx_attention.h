@@ -25,6 +25,7 @@
 #include <cstring>
 
 #include "amx_tiles.h"
+#include "avx512_exp.h"
 #include "avx512_transpose.h"
 
 namespace esurge_cpu::amx {
@@ -86,26 +87,6 @@ inline void SplitThree(__m512 x, __m256i parts[kSplits]) {
     parts[i] = (__m256i)_mm512_cvtneps_pbh(x);
     x = _mm512_sub_ps(x, Bf16ToF32(parts[i]));
   }
-}
-
-// exp(x) for x <= 0, the polynomial of ragged_paged_attention.cc's ExpNonPositive, 16 lanes.
-inline __m512 ExpNonPositive16(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(
-      _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_add_ps(_mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x),
-                                 _mm512_mul_ps(n, _mm512_set1_ps(2.12194440e-4f)));
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  const __m512i bits =
-      _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
 }
 
 // out[r * kD + d] = softmax-weighted values of query row r < rows (fp32 values q[r * kD + d],

@@ -942,28 +942,38 @@ ffi::Error PreparePackedCall(const char* name, const ffi::AnyBuffer& x,
   return ffi::Error::Success();
 }
 
-ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
-                                ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
-                                ffi::ThreadPool thread_pool) {
-  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
+// Checks and prepares a call on packed weights (PreparePackedCall), packs x and runs
+// `product(xp, call, tiles, y)` with y typed as the output's dtype (float or uint16_t).
+template <typename Product>
+ffi::Error RunPackedCall(const char* name, const ffi::AnyBuffer& x,
+                         const ffi::Buffer<ffi::U32>& w_packed,
+                         const ffi::Buffer<ffi::S32>& num_rows, ffi::AnyBuffer& y, bool gated,
+                         Product&& product) {
   PackedCall call;
-  if (ffi::Error error =
-          PreparePackedCall("bf16_packed_matmul", x, w_packed, num_rows, *y, false, &call);
+  if (ffi::Error error = PreparePackedCall(name, x, w_packed, num_rows, y, gated, &call);
       error.failure()) {
     return error;
   }
   if (call.rows == 0) return ffi::Error::Success();
   const bool tiles = esurge_cpu::amx::Takes(call.rows, call.K);
   const uint32_t* xp = PackedX(x, call.rows, call.K, tiles);
-  const uint32_t* wp = w_packed.typed_data();
-  if (y->element_type() == ffi::DataType::F32) {
-    Bf16PackedMatmul(xp, call.rows, call.K, wp, call.N, tiles,
-                     static_cast<float*>(y->untyped_data()));
+  if (y.element_type() == ffi::DataType::F32) {
+    product(xp, call, tiles, static_cast<float*>(y.untyped_data()));
   } else {
-    Bf16PackedMatmul(xp, call.rows, call.K, wp, call.N, tiles,
-                     static_cast<uint16_t*>(y->untyped_data()));
+    product(xp, call, tiles, static_cast<uint16_t*>(y.untyped_data()));
   }
   return ffi::Error::Success();
+}
+
+ffi::Error Bf16PackedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
+                                ffi::Buffer<ffi::S32> num_rows, ffi::Result<ffi::AnyBuffer> y,
+                                ffi::ThreadPool thread_pool) {
+  esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(x));
+  const uint32_t* wp = w_packed.typed_data();
+  return RunPackedCall("bf16_packed_matmul", x, w_packed, num_rows, *y, /*gated=*/false,
+                       [&](const uint32_t* xp, const PackedCall& call, bool tiles, auto* out) {
+                         Bf16PackedMatmul(xp, call.rows, call.K, wp, call.N, tiles, out);
+                       });
 }
 
 ffi::Error Bf16PackedGatedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_packed,
@@ -980,29 +990,17 @@ ffi::Error Bf16PackedGatedMatmulImpl(ffi::AnyBuffer x, ffi::Buffer<ffi::U32> w_p
     return ffi::Error::InvalidArgument("bf16_packed_gated_matmul (cpu): unknown activation " +
                                        std::to_string(activation));
   }
-  PackedCall call;
-  if (ffi::Error error =
-          PreparePackedCall("bf16_packed_gated_matmul", x, w_packed, num_rows, *y, true, &call);
-      error.failure()) {
-    return error;
-  }
-  if (call.rows == 0) return ffi::Error::Success();
-  const bool tiles = esurge_cpu::amx::Takes(call.rows, call.K);
-  const uint32_t* xp = PackedX(x, call.rows, call.K, tiles);
   const uint32_t* wp = w_packed.typed_data();
-  auto run = [&](auto* out) {
-    if (static_cast<Activation>(activation) == Activation::kSilu) {
-      Bf16PackedGatedMatmul<Activation::kSilu>(xp, call.rows, call.K, wp, call.N, tiles, out);
-    } else {
-      Bf16PackedGatedMatmul<Activation::kGeluTanh>(xp, call.rows, call.K, wp, call.N, tiles, out);
-    }
-  };
-  if (y->element_type() == ffi::DataType::F32) {
-    run(static_cast<float*>(y->untyped_data()));
-  } else {
-    run(static_cast<uint16_t*>(y->untyped_data()));
-  }
-  return ffi::Error::Success();
+  return RunPackedCall(
+      "bf16_packed_gated_matmul", x, w_packed, num_rows, *y, /*gated=*/true,
+      [&](const uint32_t* xp, const PackedCall& call, bool tiles, auto* out) {
+        if (static_cast<Activation>(activation) == Activation::kSilu) {
+          Bf16PackedGatedMatmul<Activation::kSilu>(xp, call.rows, call.K, wp, call.N, tiles, out);
+        } else {
+          Bf16PackedGatedMatmul<Activation::kGeluTanh>(xp, call.rows, call.K, wp, call.N, tiles,
+                                                       out);
+        }
+      });
 #endif
 }
 

@@ -39,6 +39,17 @@ ACTIVATION_DTYPES = frozenset({"float32", "bfloat16"})
 COLUMN_MULTIPLE = 16
 
 
+def _check_activation_dtypes(kernel: str, x_dtype, out_dtype) -> None:
+    """Raise ValueError naming ``kernel`` where x's or the result's dtype is not one the
+    kernels read and write (``ACTIVATION_DTYPES``)."""
+    for name, dtype in (("x", x_dtype), ("out_dtype", out_dtype)):
+        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
+            raise ValueError(
+                f"{kernel}: {name} dtype {jnp.dtype(dtype).name} is not one of "
+                f"{sorted(ACTIVATION_DTYPES)}"
+            )
+
+
 def bf16_pair_matmul(
     x: jax.Array,
     w: jax.Array,
@@ -77,12 +88,7 @@ def bf16_pair_matmul(
         )
     if jnp.dtype(w.dtype).name != "bfloat16":
         raise ValueError(f"bf16_pair_matmul: w must be bfloat16, got {jnp.dtype(w.dtype).name}")
-    for name, dtype in (("x", x.dtype), ("out_dtype", out_dtype)):
-        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
-            raise ValueError(
-                f"bf16_pair_matmul: {name} dtype {jnp.dtype(dtype).name} is not one of "
-                f"{sorted(ACTIVATION_DTYPES)}"
-            )
+    _check_activation_dtypes("bf16_pair_matmul", x.dtype, out_dtype)
     register_ffi_targets()
     call = jax.ffi.ffi_call(BF16_PAIR_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n), out_dtype))
     return call(x, w, jnp.asarray(num_rows, jnp.int32).reshape(1), transpose_w=transpose_w)
@@ -140,12 +146,7 @@ def bf16_packed_matmul(
         )
     if n % COLUMN_MULTIPLE:
         raise ValueError(f"bf16_packed_matmul: N must be a multiple of {COLUMN_MULTIPLE}, got {n}")
-    for name, dtype in (("x", x.dtype), ("out_dtype", out_dtype)):
-        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
-            raise ValueError(
-                f"bf16_packed_matmul: {name} dtype {jnp.dtype(dtype).name} is not one of "
-                f"{sorted(ACTIVATION_DTYPES)}"
-            )
+    _check_activation_dtypes("bf16_packed_matmul", x.dtype, out_dtype)
     register_ffi_targets()
     call = jax.ffi.ffi_call(BF16_PACKED_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n), out_dtype))
     return call(x, w_packed, jnp.asarray(num_rows, jnp.int32).reshape(1))
@@ -195,12 +196,7 @@ def bf16_packed_gated_matmul(
             f"bf16_packed_gated_matmul: x {x.shape} and N = {n} need w_packed uint32{expected}, "
             f"got {w_packed.dtype}{tuple(w_packed.shape)}"
         )
-    for name, dtype in (("x", x.dtype), ("out_dtype", out_dtype)):
-        if jnp.dtype(dtype).name not in ACTIVATION_DTYPES:
-            raise ValueError(
-                f"bf16_packed_gated_matmul: {name} dtype {jnp.dtype(dtype).name} is not one of "
-                f"{sorted(ACTIVATION_DTYPES)}"
-            )
+    _check_activation_dtypes("bf16_packed_gated_matmul", x.dtype, out_dtype)
     register_ffi_targets()
     call = jax.ffi.ffi_call(
         BF16_PACKED_GATED_MATMUL, jax.ShapeDtypeStruct((x.shape[0], n // 2), out_dtype)
