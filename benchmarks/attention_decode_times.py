@@ -22,26 +22,26 @@ import jax.numpy as jnp
 import numpy as np
 from esurge_attention_cpu import kernel
 
-SEQS, Q_HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE = 64, 9, 3, 64, 16
+Q_HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE = 9, 3, 64, 16
 
 
-def time_one(context: int, query_len: int, shared: bool, repeats: int) -> float:
+def time_one(seqs: int, context: int, query_len: int, shared: bool, repeats: int) -> float:
     pages_per_seq = -(-context // PAGE_SIZE)
     rng = np.random.default_rng(0)
-    num_pages = SEQS * pages_per_seq + 1
+    num_pages = seqs * pages_per_seq + 1
     shape = (num_pages, PAGE_SIZE, 2 * KV_HEADS, HEAD_DIM)
     kv = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
     order = rng.permutation(np.arange(1, num_pages))
-    table = order[: SEQS * pages_per_seq].reshape(SEQS, pages_per_seq).astype(np.int32)
+    table = order[: seqs * pages_per_seq].reshape(seqs, pages_per_seq).astype(np.int32)
     if shared:
         table[:, : pages_per_seq - 5] = table[0, : pages_per_seq - 5]
-    q = jnp.asarray(rng.standard_normal((SEQS * query_len, Q_HEADS, HEAD_DIM)), jnp.float32)
+    q = jnp.asarray(rng.standard_normal((seqs * query_len, Q_HEADS, HEAD_DIM)), jnp.float32)
     operands = (
         kv,
-        jnp.full((SEQS,), context, jnp.int32),
+        jnp.full((seqs,), context, jnp.int32),
         jnp.asarray(table),
-        jnp.arange(0, SEQS * query_len + 1, query_len, dtype=jnp.int32),
-        jnp.asarray([SEQS], jnp.int32),
+        jnp.arange(0, seqs * query_len + 1, query_len, dtype=jnp.int32),
+        jnp.asarray([seqs], jnp.int32),
     )
     call = jax.jit(lambda q, *rest: kernel.ragged_paged_attention(q, *rest, sm_scale=0.125))
     call(q, *operands).block_until_ready()
@@ -57,14 +57,15 @@ def time_one(context: int, query_len: int, shared: bool, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--context", type=int, nargs="+", default=[192, 560])
+    parser.add_argument("--seqs", type=int, default=64)
     parser.add_argument("--query-len", type=int, default=1)
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     for context in args.context:
-        seconds = time_one(context, args.query_len, args.shared, args.repeats)
+        seconds = time_one(args.seqs, context, args.query_len, args.shared, args.repeats)
         visible = sum(context - args.query_len + 1 + i for i in range(args.query_len))
-        flops = 4 * SEQS * Q_HEADS * visible * HEAD_DIM
+        flops = 4 * args.seqs * Q_HEADS * visible * HEAD_DIM
         print(
             f"context {context}, {args.query_len} new tokens"
             f"{' shared prefix' if args.shared else ''}: "

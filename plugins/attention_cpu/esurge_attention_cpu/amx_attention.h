@@ -1,13 +1,17 @@
-// Attention of up to 16 query rows of one kv head over a paged bf16 cache on the AMX tile unit
-// (the tile path of ragged_paged_attention.cc; amx_tiles.h has the unit's basics).
+// Attention of query tiles (16 rows each) of one kv head over a paged bf16 cache on the AMX
+// tile unit (the tile path of ragged_paged_attention.cc; amx_tiles.h has the unit's basics).
+// An item holds up to kMaxQueryTiles tiles over the same rows' keys (in prefill: 16 tokens of
+// each of the kv head's query heads), so each block of keys and values is fetched and its values
+// re-laid once for all of them.
 //
 // Keys come 32 at a time (two tiles of 16, each inside one page: pages hold a multiple of 16
 // tokens and the blocks start at multiples of 16):
 //   * scores, transposed: S^T = K Q^T. A K tile (16 keys x 32 dims) is one strided load
 //     straight from the page; the Q^T tiles (32 dims x 16 rows, in pairs of dims) are built
-//     once per item. S^T's 16 x 16 fp32 tiles hold one key per row and one query row per
-//     column, so the online softmax runs with one vector lane per query row (max, exponential
-//     and sum over the block's keys, masked per row by its visible key range);
+//     once per item, by register transposes. S^T's 16 x 16 fp32 tiles hold one key per row
+//     and one query row per column, so the online softmax runs with one vector lane per query
+//     row (max, exponential and sum over the block's keys, masked per row by its visible key
+//     range);
 //   * P V: the probabilities transposed to rows of 32 keys (two 16 x 16 transposes) times V
 //     re-laid into pairs of keys, one 16 x 16 tile of sums per 16 dims, added to the row's
 //     fp32 accumulators after the softmax rescale.
@@ -23,6 +27,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "amx_tiles.h"
 #include "avx512_exp.h"
@@ -30,7 +35,8 @@
 
 namespace esurge_cpu::amx {
 
-constexpr int kAttentionRows = 16;  // query rows per item (one tile)
+constexpr int kAttentionRows = 16;  // query rows per tile
+constexpr int kMaxQueryTiles = 4;   // query tiles per item
 
 #if ESURGE_HAS_AMX
 
@@ -89,31 +95,63 @@ inline void SplitThree(__m512 x, __m256i parts[kSplits]) {
   }
 }
 
-// out[r * kD + d] = softmax-weighted values of query row r < rows (fp32 values q[r * kD + d],
-// already scaled), which sees the keys [lo[r], hi[r]] (inclusive; none if lo > hi), all of
-// them in [key_begin, key_end). Rows without a visible key are zero.
+// Q^T of one query tile in pairs of dims: qt[(part * kD / 32 + s) * 256 + kp * 16 + r] holds
+// dims 32s + 2kp (low half) and 32s + 2kp + 1 of part `part` of row r (fp32 values
+// q[r * kD + d]; rows from `rows` on are zero). Each part's rows are written as bf16 rows
+// first and then turned into columns 16 x 16 words at a time in registers.
 template <int kD>
-void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
-                int64_t key_begin, int64_t key_end, const PagedHead& head, float* out) {
-  static_assert(kD % 32 == 0 && kD <= 256);
-  constexpr int kDimSteps = kD / 32;    // K tiles per 16 keys
-  constexpr int kDimChunks = kD / 16;   // output tiles per row block
-  constexpr int kMasked = -1;
-  // Q^T in pairs of dims: qt[(part * kDimSteps + s) * 256 + kp * 16 + r] holds dims
-  // 32s + 2kp (low half) and 32s + 2kp + 1 of row r; columns of absent rows are zero.
-  alignas(64) uint32_t qt[kSplits * kDimSteps * 256] = {};
-  for (int r = 0; r < rows; ++r) {
-    for (int d0 = 0; d0 < kD; d0 += 16) {
-      __m256i parts[kSplits];
-      SplitThree(_mm512_loadu_ps(q + r * kD + d0), parts);
+void BuildQueryColumns(const float* q, int rows, uint32_t* qt) {
+  constexpr int kDimSteps = kD / 32;
+  alignas(64) uint32_t part_rows[kSplits][kDimSteps][16 * 16];  // [part][step][row][pair]
+  for (int r = 0; r < 16; ++r) {
+    for (int s = 0; s < kDimSteps; ++s) {
+      __m256i low[kSplits], high[kSplits];
+      const bool real = r < rows;
+      SplitThree(real ? _mm512_loadu_ps(q + r * kD + 32 * s) : _mm512_setzero_ps(), low);
+      SplitThree(real ? _mm512_loadu_ps(q + r * kD + 32 * s + 16) : _mm512_setzero_ps(), high);
       for (int i = 0; i < kSplits; ++i) {
-        alignas(32) uint32_t words[8];
-        _mm256_store_si256(reinterpret_cast<__m256i*>(words), parts[i]);
-        const int s = d0 / 32, kp0 = (d0 % 32) / 2;
-        for (int j = 0; j < 8; ++j) qt[(i * kDimSteps + s) * 256 + (kp0 + j) * 16 + r] = words[j];
+        _mm512_store_si512(part_rows[i][s] + r * 16,
+                           _mm512_inserti64x4(_mm512_castsi256_si512(low[i]), high[i], 1));
       }
     }
   }
+  for (int i = 0; i < kSplits; ++i) {
+    for (int s = 0; s < kDimSteps; ++s) {
+      __m512i words[16];
+      for (int r = 0; r < 16; ++r) words[r] = _mm512_load_si512(part_rows[i][s] + r * 16);
+      Transpose16x16(words);
+      uint32_t* dst = qt + (i * kDimSteps + s) * 256;
+      for (int kp = 0; kp < 16; ++kp) _mm512_store_si512(dst + kp * 16, words[kp]);
+    }
+  }
+}
+
+// Attention of `tiles` (at most kMaxQueryTiles) query tiles of one kv head over the same keys:
+// row r < rows of tile j has the fp32 values q[(j * 16 + r) * kD + d] (already scaled) and
+// sees the keys [lo[r], hi[r]] (inclusive; none if lo > hi), all of them in
+// [key_begin, key_end); out[(j * 16 + r) * kD + d] gets its softmax-weighted values (zero
+// without a visible key); out may be q. The tiles share each block's visibility masks and
+// value pairs, so an item of several query heads re-lays each block of values once for all.
+template <int kD>
+void AttendTiles(const float* q, int tiles, int rows, const int64_t* lo, const int64_t* hi,
+                 int64_t key_begin, int64_t key_end, const PagedHead& head, float* out) {
+  static_assert(kD % 32 == 0 && kD <= 256);
+  constexpr int kDimSteps = kD / 32;    // K tiles per 16 keys
+  constexpr int kDimChunks = kD / 16;   // output tiles per row block
+  constexpr int kQueryWords = kSplits * kDimSteps * 256;
+  constexpr int kMasked = -1;
+  // Per thread: each tile's Q^T (as in BuildQueryColumns) and fp32 accumulators [row][dim].
+  thread_local std::vector<float> scratch;
+  constexpr size_t kLineFloats = 64 / sizeof(float);
+  const size_t need = kMaxQueryTiles * (kQueryWords + 16 * kD) + kLineFloats;
+  if (scratch.size() < need) scratch.resize(need);
+  float* aligned = scratch.data() + (kLineFloats - reinterpret_cast<uintptr_t>(scratch.data()) %
+                                                       64 / sizeof(float)) % kLineFloats;
+  uint32_t* qt = reinterpret_cast<uint32_t*>(aligned);
+  float* acc = aligned + kMaxQueryTiles * kQueryWords;
+  for (int j = 0; j < tiles; ++j) BuildQueryColumns<kD>(q + j * 16 * kD, rows, qt + j * kQueryWords);
+  std::memset(acc, 0, sizeof(float) * tiles * 16 * kD);
+
   alignas(64) int32_t lo_lanes[16], hi_lanes[16];
   for (int r = 0; r < 16; ++r) {
     const bool real = r < rows;
@@ -121,11 +159,15 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
     hi_lanes[r] = real ? static_cast<int32_t>(hi[r]) : kMasked;
   }
   const __m512i lo_v = _mm512_load_si512(lo_lanes), hi_v = _mm512_load_si512(hi_lanes);
-  __m512 row_max = _mm512_set1_ps(-1e30f), denom = _mm512_setzero_ps();
-  alignas(64) float acc[kAttentionRows * kD] = {};
-  // Two of each block buffer: while block b's probabilities and value pairs are written by
-  // vector stores, the tile unit computes block b + 1's scores, and only then loads block b's
-  // (a tile load of lines still in the store buffer stalls; measured: a fifth of the time).
+  __m512 row_max[kMaxQueryTiles], denom[kMaxQueryTiles];
+  for (int j = 0; j < kMaxQueryTiles; ++j) {
+    row_max[j] = _mm512_set1_ps(-1e30f);
+    denom[j] = _mm512_setzero_ps();
+  }
+  // Two of each buffer: while one (block, tile) step's probabilities (and, at a block's first
+  // tile, its value pairs) are written by vector stores, the tile unit computes the next
+  // step's scores, and only then loads them (a tile load of lines still in the store buffer
+  // stalls; measured: a fifth of the time).
   alignas(64) float scores[2][kKeysPerBlock * 16];             // [key][row]
   alignas(64) uint16_t probs[2][kSplits][16 * kKeysPerBlock];  // [part][row][key]
   alignas(64) uint32_t value_pairs[2][kDimChunks][16 * 16];    // [chunk][key pair][dim]
@@ -146,16 +188,17 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
   auto prefetch = [&](int64_t k0) {
     if (k0 < key_end) block_at(k0).Prefetch(head, 2 * kD * 2);
   };
-  // S^T of block b into dst: tmm0 keys 0-15, tmm1 keys 16-31.
-  auto compute_scores = [&](const KeyBlock& b, float* dst) {
+  // S^T of block b and tile j into dst: tmm0 keys 0-15, tmm1 keys 16-31.
+  auto compute_scores = [&](const KeyBlock& b, int j, float* dst) {
     const bool second_tile = b.nt > 16;
+    const uint32_t* tile_qt = qt + j * kQueryWords;
     _tile_zero(0);
     _tile_zero(1);
     for (int s = 0; s < kDimSteps; ++s) {
       _tile_loadd(2, b.keys0 + 32 * s, key_bytes);
       if (second_tile) _tile_loadd(3, b.keys1 + 32 * s, key_bytes);
       for (int i = 0; i < kSplits; ++i) {
-        _tile_loadd(4, qt + (i * kDimSteps + s) * 256, 64);
+        _tile_loadd(4, tile_qt + (i * kDimSteps + s) * 256, 64);
         _tile_dpbf16ps(0, 2, 4);
         if (second_tile) _tile_dpbf16ps(1, 3, 4);
       }
@@ -163,51 +206,20 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
     _tile_stored(0, dst, 64);
     if (second_tile) _tile_stored(1, dst + 16 * 16, 64);
   };
-  // The online softmax of block b (one lane per query row), its probabilities in rows of 32
-  // keys split in three bf16 parts, its values in pairs of keys, the rows' rescale factors.
-  auto prepare_products = [&](const KeyBlock& b, const float* sc, uint16_t (*p_parts)[16 * 32],
-                              uint32_t (*pairs)[256], float* rescale_out) {
-    __m512 block_max = _mm512_set1_ps(-1e30f);
-    __mmask16 visible[kKeysPerBlock];
+  // Which rows see each key of block b (one bit per row).
+  __mmask16 visible[kKeysPerBlock];
+  auto mask_block = [&](const KeyBlock& b) {
     for (int t = 0; t < kKeysPerBlock; ++t) {
-      if (t >= b.nt) {
-        visible[t] = 0;
-        continue;
-      }
       const __m512i pos = _mm512_set1_epi32(static_cast<int32_t>(b.k0 + t));
-      visible[t] = _mm512_cmple_epi32_mask(lo_v, pos) & _mm512_cmpge_epi32_mask(hi_v, pos);
-      block_max = _mm512_mask_max_ps(block_max, visible[t], block_max,
-                                     _mm512_load_ps(sc + t * 16));
+      visible[t] = t < b.nt ? _mm512_cmple_epi32_mask(lo_v, pos) &
+                                  _mm512_cmpge_epi32_mask(hi_v, pos)
+                            : 0;
     }
-    const __m512 new_max = _mm512_max_ps(row_max, block_max);
-    const __m512 rescale = ExpNonPositive16(_mm512_sub_ps(row_max, new_max));
-    __m512 block_sum = _mm512_setzero_ps();
-    __m512i p_rows[2][16];
-    for (int t = 0; t < kKeysPerBlock; ++t) {
-      __m512 p = _mm512_setzero_ps();
-      if (visible[t] != 0) {
-        const __m512 e = ExpNonPositive16(_mm512_sub_ps(_mm512_load_ps(sc + t * 16), new_max));
-        p = _mm512_maskz_mov_ps(visible[t], e);
-      }
-      block_sum = _mm512_add_ps(block_sum, p);
-      p_rows[t / 16][t % 16] = _mm512_castps_si512(p);
-    }
-    denom = _mm512_fmadd_ps(denom, rescale, block_sum);
-    row_max = new_max;
-    _mm512_store_ps(rescale_out, rescale);
-    Transpose16x16(p_rows[0]);
-    Transpose16x16(p_rows[1]);
-    for (int r = 0; r < 16; ++r) {
-      __m256i first[kSplits], second[kSplits];
-      SplitThree(_mm512_castsi512_ps(p_rows[0][r]), first);
-      SplitThree(_mm512_castsi512_ps(p_rows[1][r]), second);
-      for (int i = 0; i < kSplits; ++i) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(p_parts[i] + r * 32), first[i]);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(p_parts[i] + r * 32 + 16), second[i]);
-      }
-    }
-    // Keys outside [key_begin, key_end) get zero values: their probability is zero, but
-    // their rows may hold anything (a NaN times zero would spread).
+  };
+  // Block b's values in pairs of keys. Keys outside [key_begin, key_end) get zero values:
+  // their probability is zero, but their rows may hold anything (a NaN times zero would
+  // spread).
+  auto pair_values = [&](const KeyBlock& b, uint32_t (*pairs)[256]) {
     const int t_first = static_cast<int>(std::max<int64_t>(0, key_begin - b.k0));
     auto value_row = [&](int t, int m) {
       if (t < t_first || t >= b.nt) return _mm512_setzero_si512();
@@ -222,11 +234,48 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
       }
     }
   };
-  // acc = acc * rescale + P V, four 16-dim chunks at a time in four sum tiles (tmm0, 1, 4,
-  // 5), so that consecutive tile products do not wait for each other; probability parts
-  // alternate between tmm2 / 3 and value chunks between tmm6 / 7.
-  auto add_products = [&](const uint16_t (*p_parts)[16 * 32], const uint32_t (*pairs)[256],
+  // The online softmax of tile j over block b (one lane per query row): its probabilities in
+  // rows of 32 keys split in three bf16 parts, and the rows' rescale factors.
+  auto softmax = [&](int j, const float* sc, uint16_t (*p_parts)[16 * 32], float* rescale_out) {
+    __m512 block_max = _mm512_set1_ps(-1e30f);
+    for (int t = 0; t < kKeysPerBlock; ++t) {
+      if (visible[t] == 0) continue;
+      block_max = _mm512_mask_max_ps(block_max, visible[t], block_max, _mm512_load_ps(sc + t * 16));
+    }
+    const __m512 new_max = _mm512_max_ps(row_max[j], block_max);
+    const __m512 rescale = ExpNonPositive16(_mm512_sub_ps(row_max[j], new_max));
+    __m512 block_sum = _mm512_setzero_ps();
+    __m512i p_rows[2][16];
+    for (int t = 0; t < kKeysPerBlock; ++t) {
+      __m512 p = _mm512_setzero_ps();
+      if (visible[t] != 0) {
+        const __m512 e = ExpNonPositive16(_mm512_sub_ps(_mm512_load_ps(sc + t * 16), new_max));
+        p = _mm512_maskz_mov_ps(visible[t], e);
+      }
+      block_sum = _mm512_add_ps(block_sum, p);
+      p_rows[t / 16][t % 16] = _mm512_castps_si512(p);
+    }
+    denom[j] = _mm512_fmadd_ps(denom[j], rescale, block_sum);
+    row_max[j] = new_max;
+    _mm512_store_ps(rescale_out, rescale);
+    Transpose16x16(p_rows[0]);
+    Transpose16x16(p_rows[1]);
+    for (int r = 0; r < 16; ++r) {
+      __m256i first[kSplits], second[kSplits];
+      SplitThree(_mm512_castsi512_ps(p_rows[0][r]), first);
+      SplitThree(_mm512_castsi512_ps(p_rows[1][r]), second);
+      for (int i = 0; i < kSplits; ++i) {
+        _mm512_store_si512(p_parts[i] + r * 32,
+                           _mm512_inserti64x4(_mm512_castsi256_si512(first[i]), second[i], 1));
+      }
+    }
+  };
+  // acc = acc * rescale + P V for tile j, four 16-dim chunks at a time in four sum tiles
+  // (tmm0, 1, 4, 5), so that consecutive tile products do not wait for each other;
+  // probability parts alternate between tmm2 / 3 and value chunks between tmm6 / 7.
+  auto add_products = [&](int j, const uint16_t (*p_parts)[16 * 32], const uint32_t (*pairs)[256],
                           const float* rescale_in) {
+    float* tile_acc = acc + j * 16 * kD;
     for (int c0 = 0; c0 < kDimChunks; c0 += 4) {
       _tile_zero(0);
       _tile_zero(1);
@@ -261,42 +310,56 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
       _tile_stored(5, sums + 768, 64);
       for (int r = 0; r < rows; ++r) {
         const __m512 scale = _mm512_set1_ps(rescale_in[r]);
-        for (int j = 0; j < 4; ++j) {
-          float* a = acc + r * kD + (c0 + j) * 16;
+        for (int c = 0; c < 4; ++c) {
+          float* a = tile_acc + r * kD + (c0 + c) * 16;
           _mm512_store_ps(a, _mm512_fmadd_ps(_mm512_load_ps(a), scale,
-                                             _mm512_load_ps(sums + j * 256 + r * 16)));
+                                             _mm512_load_ps(sums + c * 256 + r * 16)));
         }
       }
     }
   };
 
-  const TileScope tiles;
-  if (first_key < key_end) {
-    KeyBlock current = block_at(first_key);
+  // Steps (block, tile) in order; step n's scores are computed while step n - 1's
+  // probabilities are stored, before its products.
+  const TileScope tile_scope;
+  if (first_key < key_end && tiles > 0) {
+    KeyBlock block = block_at(first_key);
     prefetch(first_key + kKeysPerBlock);
-    compute_scores(current, scores[0]);
-    for (int buffer = 0;; buffer ^= 1) {
-      prefetch(current.k0 + 2 * kKeysPerBlock);
-      prepare_products(current, scores[buffer], probs[buffer], value_pairs[buffer],
-                       rescale_lanes[buffer]);
-      const bool more = current.k0 + kKeysPerBlock < key_end;
-      KeyBlock next{};
-      if (more) {
-        next = block_at(current.k0 + kKeysPerBlock);
-        compute_scores(next, scores[buffer ^ 1]);
+    compute_scores(block, 0, scores[0]);
+    int buffer = 0, pairs_buffer = 0;
+    for (int j = 0;; buffer ^= 1) {
+      if (j == 0) {
+        prefetch(block.k0 + 2 * kKeysPerBlock);
+        mask_block(block);
+        pair_values(block, value_pairs[pairs_buffer]);
       }
-      add_products(probs[buffer], value_pairs[buffer], rescale_lanes[buffer]);
+      softmax(j, scores[buffer], probs[buffer], rescale_lanes[buffer]);
+      const bool last_tile = j + 1 == tiles;
+      const bool more = !last_tile || block.k0 + kKeysPerBlock < key_end;
+      if (more) {
+        if (last_tile) block = block_at(block.k0 + kKeysPerBlock);
+        compute_scores(block, last_tile ? 0 : j + 1, scores[buffer ^ 1]);
+      }
+      add_products(j, probs[buffer], value_pairs[pairs_buffer], rescale_lanes[buffer]);
       if (!more) break;
-      current = next;
+      if (last_tile) {
+        j = 0;
+        pairs_buffer ^= 1;
+      } else {
+        ++j;
+      }
     }
   }
-  alignas(64) float denom_lanes[16];
-  _mm512_store_ps(denom_lanes, denom);
-  for (int r = 0; r < rows; ++r) {
-    const float inv = denom_lanes[r] > 0.0f ? 1.0f / denom_lanes[r] : 0.0f;
-    for (int d = 0; d < kD; d += 16) {
-      _mm512_storeu_ps(out + r * kD + d,
-                       _mm512_mul_ps(_mm512_load_ps(acc + r * kD + d), _mm512_set1_ps(inv)));
+  for (int j = 0; j < tiles; ++j) {
+    alignas(64) float denom_lanes[16];
+    _mm512_store_ps(denom_lanes, denom[j]);
+    const float* tile_acc = acc + j * 16 * kD;
+    for (int r = 0; r < rows; ++r) {
+      const float inv = denom_lanes[r] > 0.0f ? 1.0f / denom_lanes[r] : 0.0f;
+      for (int d = 0; d < kD; d += 16) {
+        _mm512_storeu_ps(out + (j * 16 + r) * kD + d,
+                         _mm512_mul_ps(_mm512_load_ps(tile_acc + r * kD + d), _mm512_set1_ps(inv)));
+      }
     }
   }
 }

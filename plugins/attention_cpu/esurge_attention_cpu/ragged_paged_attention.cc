@@ -79,17 +79,19 @@ struct Layout {
 // Which kernel runs a work item.
 enum class Path : uint8_t {
   kVector,        // AttendItemAnyHeadDim
-  kTiles,         // AttendItemTiles with amx::AttendRows: prefill rows on the tile unit
+  kTiles,         // AttendItemTiles with amx::AttendTiles: prefill rows on the tile unit
   kFewRowsTiles,  // AttendItemTiles with amx::AttendFewRows: decode rows on the tile unit
 };
 
 // One work item: query tokens [q_begin, q_begin + nq) of sequence `seq` (indices into the
-// packed batch), all query heads of kv heads [h, h + nh). Covering several kv heads in one
+// packed batch), all query heads of kv heads [h, h + nh), or with ng > 0 (head-major tile
+// items) query heads h * group + [g0, g0 + ng) of kv head h. Covering several kv heads in one
 // item reads each token's interleaved K/V row once, in one contiguous piece.
 struct Item {
   int32_t seq, h, nh, q_begin, nq;
   int32_t kv_len, q_len, q0;  // q0: index of the block's first token within the sequence
   Path path;
+  int32_t g0 = 0, ng = 0;
 };
 
 template <typename T>
@@ -551,19 +553,25 @@ bool TilesAvailable(const Layout& L, bool bf16_cache) {
          esurge_cpu::amx::Usable();
 }
 
+// Row r of tile j of an item on the tile path, for kv head h:
+//   * head-major (it.ng > 0, prefill blocks): token q_begin + r of query head h * g + it.g0 + j;
+//     the item's tiles share their rows' keys (amx::AttendTiles);
+//   * interleaved (it.ng == 0: one tile, and the few-rows kernel's rows): token
+//     q_begin + r / g of query head h * g + r % g.
 template <typename TQ, int kD>
 void AttendItemTiles(const Layout& L, const Item& it, const TQ* queries, const uint16_t* kv,
                      const int32_t* page_table, TQ* out) {
 #if ESURGE_HAS_AMX
   constexpr int kRows = esurge_cpu::amx::kAttentionRows;
   const int64_t g = L.group;
-  const int rows = static_cast<int>(it.nq * g);
+  const bool head_major = it.ng > 0;
+  const int tiles = head_major ? it.ng : 1;
+  const int64_t per_token = head_major ? 1 : g;  // rows of a token in a tile
+  const int rows = static_cast<int>(it.nq * per_token);
   const int64_t first_pos = it.kv_len - it.q_len + it.q0;
-  alignas(64) float q[kRows * kD];
-  alignas(64) float result[kRows * kD];
   int64_t lo[kRows], hi[kRows];
-  for (int r = 0; r < rows; ++r) {  // row r: token r / g, query head h * g + r % g
-    const int64_t p = first_pos + r / g;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t p = first_pos + r / per_token;
     hi[r] = std::min<int64_t>(p, it.kv_len - 1);
     lo[r] = 0;
     if (L.sliding_window > 0) lo[r] = std::max<int64_t>(lo[r], p - L.sliding_window + 1);
@@ -571,25 +579,46 @@ void AttendItemTiles(const Layout& L, const Item& it, const TQ* queries, const u
   }
   const int64_t key_begin = *std::min_element(lo, lo + rows);
   const int64_t key_end = *std::max_element(hi, hi + rows) + 1;
+  // The rows' scaled queries, replaced by their results.
+  alignas(64) float values[esurge_cpu::amx::kMaxQueryTiles * kRows * kD];
   for (int64_t h = it.h; h < it.h + it.nh; ++h) {
-    for (int r = 0; r < rows; ++r) {
-      const TQ* src = queries + ((it.q_begin + r / g) * L.num_q_heads + h * g + r % g) * kD;
-      for (int d = 0; d < kD; ++d) q[r * kD + d] = Load(src, d) * L.sm_scale;
+    auto vector_of = [&](int j, int r) {  // index of row r of tile j in queries / out
+      const int64_t q_head = head_major ? h * g + it.g0 + j : h * g + r % g;
+      return ((it.q_begin + r / per_token) * L.num_q_heads + q_head) * kD;
+    };
+    const __m512 scale = _mm512_set1_ps(L.sm_scale);
+    for (int j = 0; j < tiles; ++j) {
+      for (int r = 0; r < rows; ++r) {
+        const TQ* src = queries + vector_of(j, r);
+        float* dst = values + (j * kRows + r) * kD;
+        for (int d = 0; d < kD; d += 16) {
+          __m512 x;
+          if constexpr (sizeof(TQ) == 2) {
+            x = esurge_cpu::amx::Bf16ToF32(
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d)));
+          } else {
+            x = _mm512_loadu_ps(src + d);
+          }
+          _mm512_store_ps(dst + d, _mm512_mul_ps(x, scale));
+        }
+      }
     }
     const esurge_cpu::amx::PagedHead head{kv, page_table, L.page_size, L.pages_per_seq,
                                           2 * L.num_kv_heads * kD, 2 * h * kD};
     if (it.path == Path::kFewRowsTiles) {
-      esurge_cpu::amx::AttendFewRows<kD>(q, rows, lo, hi, key_begin, key_end, head, result);
+      esurge_cpu::amx::AttendFewRows<kD>(values, rows, lo, hi, key_begin, key_end, head, values);
     } else {
-      esurge_cpu::amx::AttendRows<kD>(q, rows, lo, hi, key_begin, key_end, head, result);
+      esurge_cpu::amx::AttendTiles<kD>(values, tiles, rows, lo, hi, key_begin, key_end, head,
+                                       values);
     }
-    for (int r = 0; r < rows; ++r) {
-      TQ* dst = out + ((it.q_begin + r / g) * L.num_q_heads + h * g + r % g) * kD;
-      for (int d = 0; d < kD; ++d) {
+    for (int j = 0; j < tiles; ++j) {
+      for (int r = 0; r < rows; ++r) {
+        TQ* dst = out + vector_of(j, r);
+        const float* src = values + (j * kRows + r) * kD;
         if constexpr (sizeof(TQ) == 2) {
-          dst[d] = F32ToBf16(result[r * kD + d]);
+          for (int d = 0; d < kD; ++d) dst[d] = F32ToBf16(src[d]);
         } else {
-          dst[d] = result[r * kD + d];
+          for (int d = 0; d < kD; d += 16) _mm512_storeu_ps(dst + d, _mm512_load_ps(src + d));
         }
       }
     }
@@ -622,12 +651,14 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
                TQ* out) {
   std::memset(out, 0, sizeof(TQ) * L.num_tokens * L.num_q_heads * L.head_dim);
   // As many kv heads per item as fit kMaxRowsPerItem rows, then as many query tokens; on the
-  // tile path one kv head and up to 16 rows (prefill) or every kv head and up to
-  // amx::kFewRows rows (decode).
+  // tile path, for prefill, blocks of 16 tokens, each one item per kv head and up to
+  // amx::kMaxQueryTiles of its query heads (head-major), or where the block's tokens times the
+  // group fit one tile, one interleaved item per kv head; for decode, every kv head and up to
+  // amx::kFewRows rows.
   const bool tiles_available = TilesAvailable(L, sizeof(TKV) == 2);
   const int64_t vector_heads = std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
   const int64_t vector_block = std::max<int64_t>(1, kMaxRowsPerItem / (vector_heads * L.group));
-  const int64_t tile_block = std::max<int64_t>(1, esurge_cpu::amx::kAttentionRows / L.group);
+  constexpr int64_t tile_block = esurge_cpu::amx::kAttentionRows;
   const int64_t few_rows_block = std::max<int64_t>(1, esurge_cpu::amx::kFewRows / L.group);
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
@@ -656,6 +687,17 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
                                                                  : vector_heads;
     for (int32_t q0 = 0; q0 < q_len; q0 += block) {
       const int32_t nq = static_cast<int32_t>(std::min<int64_t>(block, q_len - q0));
+      if (path == Path::kTiles && nq * L.group > tile_block) {
+        for (int32_t h = 0; h < L.num_kv_heads; ++h) {
+          for (int32_t g0 = 0; g0 < L.group; g0 += esurge_cpu::amx::kMaxQueryTiles) {
+            const auto ng = static_cast<int32_t>(
+                std::min<int64_t>(esurge_cpu::amx::kMaxQueryTiles, L.group - g0));
+            items.push_back(Item{static_cast<int32_t>(s), h, 1, begin + q0, nq, kv_len, q_len,
+                                 q0, path, g0, ng});
+          }
+        }
+        continue;
+      }
       for (int64_t h = 0; h < L.num_kv_heads; h += heads_per_item) {
         const int64_t nh = std::min<int64_t>(heads_per_item, L.num_kv_heads - h);
         items.push_back(Item{static_cast<int32_t>(s), static_cast<int32_t>(h),
