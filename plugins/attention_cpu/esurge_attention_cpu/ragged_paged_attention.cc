@@ -17,10 +17,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "amx_attention.h"
 #include "amx_decode_attention.h"
+#include "avx512_rows_attention.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
 #include "xla/ffi/api/ffi.h"
@@ -68,12 +71,28 @@ inline float ExpNonPositive(float x) {
   return y * scale;
 }
 
+// Online-softmax state of query rows over the keys of a prefix their sequence shares with
+// others (see "Shared prefixes" below): for the query row of token i of sequence s (i counted
+// within the sequence) and query head qh, index Row(s, i, qh) of max / denom, and values at
+// that index times head_dim.
+struct SharedPrefixState {
+  std::vector<int64_t> base;  // per sequence: its first token's row / num_q_heads; -1: none
+  float* max = nullptr;
+  float* denom = nullptr;
+  float* values = nullptr;
+  int64_t num_q_heads = 0;
+  int64_t Row(int64_t seq, int64_t token, int64_t q_head) const {
+    return (base[seq] + token) * num_q_heads + q_head;
+  }
+};
+
 struct Layout {
   int64_t num_tokens, num_q_heads, head_dim;
   int64_t page_size, num_kv_heads, group;
   int64_t pages_per_seq;
   float sm_scale, soft_cap;
   int64_t sliding_window, chunk_size;  // 0: none
+  const SharedPrefixState* prefix = nullptr;  // set where some sequences share a prefix
 };
 
 // Which kernel runs a work item.
@@ -81,6 +100,7 @@ enum class Path : uint8_t {
   kVector,        // AttendItemAnyHeadDim
   kTiles,         // AttendItemTiles with amx::AttendTiles: prefill rows on the tile unit
   kFewRowsTiles,  // AttendItemTiles with amx::AttendFewRows: decode rows on the tile unit
+  kRows,          // AttendItemRows with rows::AttendRows: prefill rows as products (AVX-512)
 };
 
 // One work item: query tokens [q_begin, q_begin + nq) of sequence `seq` (indices into the
@@ -92,6 +112,8 @@ struct Item {
   int32_t kv_len, q_len, q0;  // q0: index of the block's first token within the sequence
   Path path;
   int32_t g0 = 0, ng = 0;
+  // Keys below this were attended by the shared-prefix pass; the item starts from its state.
+  int32_t prefix_end = 0;
 };
 
 template <typename T>
@@ -148,6 +170,14 @@ void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* k
     if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
     if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
     row_lo[r] = lo;
+    if (it.prefix_end > 0) {
+      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / rows_per_token,
+                                       it.h * g + r % rows_per_token);
+      row_lo[r] = std::max<int64_t>(row_lo[r], it.prefix_end);
+      row_max[r] = L.prefix->max[sr];
+      denom[r] = L.prefix->denom[sr];
+      std::copy(L.prefix->values + sr * D, L.prefix->values + (sr + 1) * D, acc + r * D);
+    }
   }
   const int64_t key_begin = row_lo[0];
   const int64_t key_end = std::min<int64_t>(last_pos, it.kv_len - 1) + 1;  // exclusive
@@ -404,6 +434,14 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
     if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
     if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
     row_lo[r] = lo;
+    if (it.prefix_end > 0) {
+      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / rows_per_token,
+                                       it.h * g + r % rows_per_token);
+      row_lo[r] = std::max<int64_t>(row_lo[r], it.prefix_end);
+      row_max[r] = L.prefix->max[sr];
+      denom[r] = L.prefix->denom[sr];
+      std::copy(L.prefix->values + sr * kD, L.prefix->values + (sr + 1) * kD, acc + r * kD);
+    }
   }
   const int64_t key_begin = row_lo[0];
   const int64_t key_end = std::min<int64_t>(last_pos, it.kv_len - 1) + 1;  // exclusive
@@ -535,6 +573,243 @@ void AttendItemAnyHeadDim(const Layout& L, const Item& it, const TQ* queries, co
   }
 }
 
+// ---- Rows path (AVX-512, no tile unit) --------------------------------------------------
+//
+// A sequence with at least kRowsMinRows query rows per kv head (prefill) on a CPU with AVX-512
+// but without the tile unit runs in items of one kv head and up to rows::kMaxRows rows (the
+// tokens of a block times the group; row r: token r / g, query head h * g + r % g), each key
+// block widened and transposed once for all of them (avx512_rows_attention.h). head_dim 64, 128
+// or 256.
+constexpr int64_t kRowsMinRows = 16;
+// Rows of an item on the rows path and of the shared-prefix pass (at most rows::kMaxRows):
+// 24 measured as fast as 48 for prefill and faster for the pass (more items to share out).
+constexpr int64_t kRowsPerItem = 24;
+
+bool RowsAvailable(const Layout& L) {
+#if defined(__AVX512F__)
+  return L.head_dim == 64 || L.head_dim == 128 || L.head_dim == 256;
+#else
+  (void)L;
+  return false;
+#endif
+}
+
+template <typename TQ, typename TKV, int kD>
+void AttendItemRows(const Layout& L, const Item& it, const TQ* queries, const TKV* kv,
+                    const int32_t* page_table, TQ* out) {
+#if defined(__AVX512F__)
+  namespace rows = esurge_cpu::rows;
+  const int64_t g = L.group;
+  const int n = static_cast<int>(it.nq * g);
+  const int64_t h = it.h;
+  const int64_t first_pos = it.kv_len - it.q_len + it.q0;
+  alignas(64) float q[rows::kMaxRows * kD];
+  alignas(64) float values[rows::kMaxRows * kD];
+  float row_max[rows::kMaxRows], denom[rows::kMaxRows];
+  int64_t lo[rows::kMaxRows], hi[rows::kMaxRows];
+  auto vector_of = [&](int r) {
+    return ((it.q_begin + r / g) * L.num_q_heads + h * g + r % g) * kD;
+  };
+  for (int r = 0; r < n; ++r) {
+    const TQ* src = queries + vector_of(r);
+    for (int d = 0; d < kD; ++d) q[r * kD + d] = Load(src, d) * L.sm_scale;
+    std::fill(values + r * kD, values + (r + 1) * kD, 0.0f);
+    row_max[r] = rows::kMasked;
+    denom[r] = 0.0f;
+    const int64_t p = first_pos + r / g;
+    hi[r] = std::min<int64_t>(p, it.kv_len - 1);
+    lo[r] = 0;
+    if (L.sliding_window > 0) lo[r] = std::max<int64_t>(lo[r], p - L.sliding_window + 1);
+    if (L.chunk_size > 0) lo[r] = std::max<int64_t>(lo[r], (p / L.chunk_size) * L.chunk_size);
+    if (it.prefix_end > 0) {
+      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / g, h * g + r % g);
+      lo[r] = std::max<int64_t>(lo[r], it.prefix_end);
+      row_max[r] = L.prefix->max[sr];
+      denom[r] = L.prefix->denom[sr];
+      std::copy(L.prefix->values + sr * kD, L.prefix->values + (sr + 1) * kD, values + r * kD);
+    }
+  }
+  const int64_t key_begin = *std::min_element(lo, lo + n);
+  const int64_t key_end = *std::max_element(hi, hi + n) + 1;
+  const rows::PagedHead<TKV> head{kv, page_table, L.page_size, L.pages_per_seq,
+                                  2 * L.num_kv_heads * kD, 2 * h * kD};
+  rows::AttendRows<TKV, kD>(q, n, lo, hi, key_begin, key_end, head, L.soft_cap,
+                            rows::RowState{row_max, denom, values});
+  for (int r = 0; r < n; ++r) {
+    TQ* dst = out + vector_of(r);
+    const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
+    for (int d = 0; d < kD; ++d) {
+      const float value = values[r * kD + d] * inv;
+      if constexpr (sizeof(TQ) == 2) {
+        dst[d] = F32ToBf16(value);
+      } else {
+        dst[d] = value;
+      }
+    }
+  }
+#else
+  (void)L, (void)it, (void)queries, (void)kv, (void)page_table, (void)out;
+#endif
+}
+
+template <typename TQ, typename TKV>
+void AttendItemRowsAnyHeadDim(const Layout& L, const Item& it, const TQ* queries, const TKV* kv,
+                              const int32_t* page_table, TQ* out) {
+  switch (L.head_dim) {
+    case 64:
+      return AttendItemRows<TQ, TKV, 64>(L, it, queries, kv, page_table, out);
+    case 128:
+      return AttendItemRows<TQ, TKV, 128>(L, it, queries, kv, page_table, out);
+    default:
+      return AttendItemRows<TQ, TKV, 256>(L, it, queries, kv, page_table, out);
+  }
+}
+
+// ---- Shared prefixes -----------------------------------------------------------------------
+//
+// Prefix caching maps the pages of a prompt prefix that several sequences share (a system
+// prompt) to the same physical pages. Attending each sequence to those keys on its own reads
+// and widens every key once per sequence, for the 1-3 rows per kv head of a decode token. So,
+// on the rows path's CPUs and without a window or chunking (every query row then sees every
+// key of the prefix): sequences whose page tables start with the same pages, at least
+// kSharedPrefixMinPages of them below every member's first query, form a group; a first pass
+// attends all the group's query rows to those keys, rows::kMaxRows rows of one kv head per
+// item (the rows path), and leaves each row's online-softmax state; the ordinary items then
+// continue from that state over each sequence's own keys. Page ids are compared, not contents:
+// equal ids are the same memory, and the pages are below every member's first new token, so
+// this step writes none of them.
+constexpr int64_t kSharedPrefixMinPages = 2;
+// ESURGE_CPU_SHARED_PREFIX=0 turns the pass off (to measure it).
+const bool kSharedPrefixes = [] {
+  const char* v = std::getenv("ESURGE_CPU_SHARED_PREFIX");
+  return v == nullptr || std::string(v) != "0";
+}();
+
+// One item of the shared-prefix pass: rows [row_begin, row_begin + row_count) of the pass's row
+// list, all of kv head h, over keys [0, prefix_end) of the group's pages (the leader's table).
+struct PrefixItem {
+  int32_t leader, h, prefix_end, row_begin, row_count;
+};
+
+// Row i of the pass: query vector queries[query_row] (token * num_q_heads + q head), state row
+// state_row of the SharedPrefixState.
+struct PrefixRow {
+  int64_t query_row, state_row;
+};
+
+template <typename TQ, typename TKV, int kD>
+void AttendSharedPrefix(const Layout& L, const PrefixItem& it, const PrefixRow* rows_list,
+                        const TQ* queries, const TKV* kv, const int32_t* page_table) {
+#if defined(__AVX512F__)
+  namespace rows = esurge_cpu::rows;
+  const int n = it.row_count;
+  alignas(64) float q[rows::kMaxRows * kD];
+  alignas(64) float values[rows::kMaxRows * kD];
+  float row_max[rows::kMaxRows], denom[rows::kMaxRows];
+  int64_t lo[rows::kMaxRows], hi[rows::kMaxRows];
+  for (int r = 0; r < n; ++r) {
+    const TQ* src = queries + rows_list[it.row_begin + r].query_row * kD;
+    for (int d = 0; d < kD; ++d) q[r * kD + d] = Load(src, d) * L.sm_scale;
+    std::fill(values + r * kD, values + (r + 1) * kD, 0.0f);
+    row_max[r] = rows::kMasked;
+    denom[r] = 0.0f;
+    lo[r] = 0;
+    hi[r] = it.prefix_end - 1;
+  }
+  const rows::PagedHead<TKV> head{kv, page_table, L.page_size, L.pages_per_seq,
+                                  2 * L.num_kv_heads * kD, 2 * it.h * kD};
+  rows::AttendRows<TKV, kD>(q, n, lo, hi, 0, it.prefix_end, head, L.soft_cap,
+                            rows::RowState{row_max, denom, values});
+  const SharedPrefixState& state = *L.prefix;
+  for (int r = 0; r < n; ++r) {
+    const int64_t sr = rows_list[it.row_begin + r].state_row;
+    state.max[sr] = row_max[r];
+    state.denom[sr] = denom[r];
+    std::copy(values + r * kD, values + (r + 1) * kD, state.values + sr * kD);
+  }
+#else
+  (void)L, (void)it, (void)rows_list, (void)queries, (void)kv, (void)page_table;
+#endif
+}
+
+// Finds the groups of sequences that share a prefix, fills `state` (rows and buffers) and
+// `prefix_end` (per sequence, 0 where none) and returns the pass's items and rows.
+void PlanSharedPrefixes(const Layout& L, const int32_t* kv_lens, const int32_t* page_indices,
+                        const int32_t* cu_q_lens, int64_t num_seqs, int64_t rows_per_item,
+                        SharedPrefixState& state, std::vector<int32_t>& prefix_end,
+                        std::vector<PrefixItem>& items, std::vector<PrefixRow>& rows_list) {
+  prefix_end.assign(num_seqs, 0);
+  // Candidates, by first page: sequences with at least kSharedPrefixMinPages cached pages.
+  std::vector<std::pair<int32_t, int32_t>> by_first_page;  // (first page, sequence)
+  auto cached_pages = [&](int64_t s) {
+    const int64_t q_len = cu_q_lens[s + 1] - cu_q_lens[s];
+    return std::min<int64_t>((kv_lens[s] - q_len) / L.page_size, L.pages_per_seq);
+  };
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    if (cu_q_lens[s + 1] <= cu_q_lens[s] || cached_pages(s) < kSharedPrefixMinPages) continue;
+    by_first_page.emplace_back(page_indices[s * L.pages_per_seq], static_cast<int32_t>(s));
+  }
+  std::sort(by_first_page.begin(), by_first_page.end());
+  std::vector<int32_t> members;
+  int64_t num_state_tokens = 0;
+  state.base.assign(num_seqs, -1);
+  for (size_t i = 0; i < by_first_page.size();) {
+    size_t j = i;
+    while (j < by_first_page.size() && by_first_page[j].first == by_first_page[i].first) ++j;
+    const int32_t leader = by_first_page[i].second;
+    const int32_t* lead = page_indices + leader * L.pages_per_seq;
+    members.clear();
+    int64_t shared = cached_pages(leader);
+    for (size_t m = i; m < j; ++m) {
+      const int32_t s = by_first_page[m].second;
+      const int32_t* table = page_indices + s * L.pages_per_seq;
+      const int64_t limit = std::min<int64_t>(cached_pages(s), cached_pages(leader));
+      int64_t common = 0;
+      while (common < limit && table[common] == lead[common]) ++common;
+      if (common < kSharedPrefixMinPages) continue;
+      members.push_back(s);
+      shared = std::min(shared, common);
+    }
+    i = j;
+    if (members.size() < 2) continue;
+    const auto end = static_cast<int32_t>(shared * L.page_size);
+    for (const int32_t s : members) {
+      prefix_end[s] = end;
+      state.base[s] = num_state_tokens;
+      num_state_tokens += cu_q_lens[s + 1] - cu_q_lens[s];
+    }
+    // The pass's rows: kv head by kv head, each member's tokens and that head's query heads.
+    for (int64_t h = 0; h < L.num_kv_heads; ++h) {
+      const auto first_row = static_cast<int64_t>(rows_list.size());
+      for (const int32_t s : members) {
+        for (int64_t t = 0; t < cu_q_lens[s + 1] - cu_q_lens[s]; ++t) {
+          for (int64_t j2 = 0; j2 < L.group; ++j2) {
+            const int64_t q_head = h * L.group + j2;
+            rows_list.push_back(PrefixRow{(cu_q_lens[s] + t) * L.num_q_heads + q_head,
+                                          (state.base[s] + t) * L.num_q_heads + q_head});
+          }
+        }
+      }
+      const auto last_row = static_cast<int64_t>(rows_list.size());
+      for (int64_t r = first_row; r < last_row; r += rows_per_item) {
+        items.push_back(PrefixItem{leader, static_cast<int32_t>(h), end,
+                                   static_cast<int32_t>(r),
+                                   static_cast<int32_t>(std::min(rows_per_item, last_row - r))});
+      }
+    }
+  }
+  if (num_state_tokens == 0) return;
+  // Reused across calls: a fresh allocation of this size would fault its pages in each time.
+  static thread_local std::vector<float> buffer;
+  const int64_t num_rows = num_state_tokens * L.num_q_heads;
+  const auto needed = static_cast<size_t>(num_rows * (2 + L.head_dim));
+  if (buffer.size() < needed) buffer.resize(needed);
+  state.num_q_heads = L.num_q_heads;
+  state.max = buffer.data();
+  state.denom = state.max + num_rows;
+  state.values = state.denom + num_rows;
+}
+
 // ---- Tile path (AMX) ---------------------------------------------------------------------
 //
 // With a bf16 cache on a CPU whose AMX tile unit this process may use (amx_tiles.h), head_dim
@@ -646,7 +921,7 @@ void AttendItemTilesAnyHeadDim(const Layout& L, const Item& it, const TQ* querie
 }
 
 template <typename TQ, typename TKV>
-ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t* kv_lens,
+ffi::Error Run(Layout L, const TQ* queries, const TKV* kv, const int32_t* kv_lens,
                const int32_t* page_indices, const int32_t* cu_q_lens, int64_t num_seqs,
                TQ* out) {
   std::memset(out, 0, sizeof(TQ) * L.num_tokens * L.num_q_heads * L.head_dim);
@@ -660,6 +935,18 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
   const int64_t vector_block = std::max<int64_t>(1, kMaxRowsPerItem / (vector_heads * L.group));
   constexpr int64_t tile_block = esurge_cpu::amx::kAttentionRows;
   const int64_t few_rows_block = std::max<int64_t>(1, esurge_cpu::amx::kFewRows / L.group);
+  const bool rows_available = RowsAvailable(L);
+  const int64_t rows_block = std::max<int64_t>(1, kRowsPerItem / L.group);
+  SharedPrefixState prefix_state;
+  std::vector<int32_t> prefix_end;
+  std::vector<PrefixItem> prefix_items;
+  std::vector<PrefixRow> prefix_rows;
+  if (!tiles_available && rows_available && L.sliding_window == 0 && L.chunk_size == 0 &&
+      kSharedPrefixes) {
+    PlanSharedPrefixes(L, kv_lens, page_indices, cu_q_lens, num_seqs, kRowsPerItem,
+                       prefix_state, prefix_end, prefix_items, prefix_rows);
+    if (!prefix_items.empty()) L.prefix = &prefix_state;
+  }
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = cu_q_lens[s], end = cu_q_lens[s + 1];
@@ -678,11 +965,14 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
       path = Path::kTiles;
     } else if (tiles_available && L.group <= esurge_cpu::amx::kFewRows) {
       path = Path::kFewRowsTiles;
+    } else if (!tiles_available && rows_available && q_len * L.group >= kRowsMinRows) {
+      path = Path::kRows;
     }
     const int64_t block = path == Path::kTiles          ? tile_block
                           : path == Path::kFewRowsTiles ? few_rows_block
+                          : path == Path::kRows         ? rows_block
                                                         : vector_block;
-    const int64_t heads_per_item = path == Path::kTiles          ? 1
+    const int64_t heads_per_item = path == Path::kTiles || path == Path::kRows ? 1
                                    : path == Path::kFewRowsTiles ? L.num_kv_heads
                                                                  : vector_heads;
     for (int32_t q0 = 0; q0 < q_len; q0 += block) {
@@ -703,6 +993,7 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
         items.push_back(Item{static_cast<int32_t>(s), static_cast<int32_t>(h),
                              static_cast<int32_t>(nh), begin + q0, nq, kv_len, q_len, q0,
                              path});
+        if (L.prefix != nullptr) items.back().prefix_end = prefix_end[s];
       }
     }
   }
@@ -710,9 +1001,29 @@ ffi::Error Run(const Layout& L, const TQ* queries, const TKV* kv, const int32_t*
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return a.kv_len - a.q_len + a.q0 > b.kv_len - b.q_len + b.q0;
   });
+  if (L.prefix != nullptr) {
+    esurge_cpu::ParallelFor(static_cast<int64_t>(prefix_items.size()), [&](int64_t i) {
+      const PrefixItem& it = prefix_items[i];
+      const int32_t* page_table = page_indices + it.leader * L.pages_per_seq;
+      switch (L.head_dim) {
+        case 64:
+          return AttendSharedPrefix<TQ, TKV, 64>(L, it, prefix_rows.data(), queries, kv,
+                                                 page_table);
+        case 128:
+          return AttendSharedPrefix<TQ, TKV, 128>(L, it, prefix_rows.data(), queries, kv,
+                                                  page_table);
+        default:
+          return AttendSharedPrefix<TQ, TKV, 256>(L, it, prefix_rows.data(), queries, kv,
+                                                  page_table);
+      }
+    });
+  }
   esurge_cpu::ParallelFor(static_cast<int64_t>(items.size()), [&](int64_t i) {
     const Item& it = items[i];
     const int32_t* page_table = page_indices + it.seq * L.pages_per_seq;
+    if (it.path == Path::kRows) {
+      return AttendItemRowsAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
+    }
     if (it.path != Path::kVector) {
       return AttendItemTilesAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
     }
