@@ -119,7 +119,9 @@ inline void AddWeightedValues(const float* probs, const float* rescale, const fl
   __m512 a[N][kC];
   for (int j = 0; j < N; ++j) {
     const __m512 scale = _mm512_set1_ps(rescale[j]);
-    for (int c = 0; c < kC; ++c) a[j][c] = _mm512_mul_ps(_mm512_load_ps(values + j * kD + c * 16), scale);
+    for (int c = 0; c < kC; ++c) {
+      a[j][c] = _mm512_mul_ps(_mm512_load_ps(values + j * kD + c * 16), scale);
+    }
   }
   for (int t = 0; t < nt; ++t) {
     __m512 v[kC];
@@ -178,7 +180,9 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
       for (int i = 0; i < 16; ++i) _mm512_store_si512(kt + (c * 16 + i) * 16, r[i]);
     }
     for (int t = 0; t < nt; ++t) {
-      for (int c = 0; c < kC; ++c) _mm512_store_ps(vb + t * kD + c * 16, Load16(row[t] + kD + c * 16));
+      for (int c = 0; c < kC; ++c) {
+        _mm512_store_ps(vb + t * kD + c * 16, Load16(row[t] + kD + c * 16));
+      }
     }
     const __m512i pos = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int32_t>(k0)), lanes);
     const __mmask16 in_block = static_cast<__mmask16>((1u << nt) - 1u);
@@ -208,8 +212,8 @@ void AttendRows(const float* q, int rows, const int64_t* lo, const int64_t* hi,
         const float block_max = _mm512_mask_reduce_max_ps(visible, x);
         const float new_max = std::max(state.max[r], block_max);
         rescale[r] = std::exp(state.max[r] - new_max);
-        const __m512 e =
-            _mm512_maskz_mov_ps(visible, ExpNonPositive16(_mm512_sub_ps(x, _mm512_set1_ps(new_max))));
+        const __m512 shifted = _mm512_sub_ps(x, _mm512_set1_ps(new_max));
+        const __m512 e = _mm512_maskz_mov_ps(visible, ExpNonPositive16(shifted));
         _mm512_store_ps(p, e);
         state.denom[r] = state.denom[r] * rescale[r] + _mm512_reduce_add_ps(e);
         state.max[r] = new_max;
