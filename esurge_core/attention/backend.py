@@ -17,6 +17,9 @@ class AttentionBackend(Protocol):
     """Ragged paged attention and the K/V page write that feeds it."""
 
     name: str
+    # Optional: ``cost_follows_kv_lens = True`` says the kernel's work follows each sequence's
+    # ``kv_lens`` whatever the width of ``page_indices``; the runner then passes tables of one
+    # width (the longest context's) instead of compiling a step per power-of-two width.
 
     def ragged_paged_attention(
         self,

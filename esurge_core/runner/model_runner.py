@@ -133,6 +133,10 @@ class ModelRunner:
         matmul_backend: MatmulBackend | None = None,
     ) -> None:
         self.model = model
+        # A backend whose work follows each sequence's kv_len, whatever the page table's width,
+        # gets one table width (the longest context's) instead of one compiled step per width
+        # bucket: fewer shapes to compile, so fewer compilations in the middle of traffic.
+        one_table_width = bool(getattr(attention, "cost_follows_kv_lens", False))
         if parallel_plan is not None:
             params = parallel_plan.shard_params(params)
             attention = parallel_plan.wrap_attention(attention)
@@ -152,7 +156,11 @@ class ModelRunner:
         self.token_buckets = power_of_two_buckets(min_input_pad, max_num_batched_tokens)
         self.seq_buckets = power_of_two_buckets(min_input_pad, max_num_seqs)
         max_pages = -(-max_model_len // self.page_size)
-        self.page_buckets = power_of_two_buckets(min(min_input_pad, max_pages), max_pages)
+        self.page_buckets = (
+            (max_pages,)
+            if one_table_width
+            else power_of_two_buckets(min(min_input_pad, max_pages), max_pages)
+        )
         self.kv_caches = (
             model.init_kv_caches(num_pages, self.page_size, kv_cache_dtype)
             if parallel_plan is None

@@ -228,6 +228,21 @@ def test_use_aot_forward_compiles_every_bucket_up_front(make_engine):
     assert engine.runner.num_compilations == compiled
 
 
+def test_a_kernel_whose_work_follows_kv_lens_gets_one_page_table_width(make_engine):
+    # 64-token contexts in pages of 16: xla's work follows the table's width, so it gets
+    # power-of-two widths (a compiled step each); the cpu kernel gets the one widest table
+    sizes = {"page_size": 16, "max_num_batched_tokens": 16, "max_num_seqs": 8}
+    sizes.update(max_model_len=64, min_input_pad=1)
+    cpu = make_engine(attention="cpu", **sizes)
+    xla = make_engine(attention="xla", **sizes)
+    assert cpu.runner.page_buckets == (4,)
+    assert xla.runner.page_buckets == (1, 2, 4)
+    assert len(xla.runner.bucket_shapes()) == 3 * len(cpu.runner.bucket_shapes())
+    prompts, params = RAW_PROMPTS[:3], SamplingParams(temperature=0, max_tokens=6)
+    got = [o.outputs[0].token_ids for o in cpu.generate(prompts, params)]
+    assert got == [o.outputs[0].token_ids for o in xla.generate(prompts, params)]
+
+
 def test_without_tensor_parallelism_the_engine_holds_q_k_v_and_gate_up_fused(engine):
     for layer in engine.runner.params["layers"]:
         assert sorted(k for k in layer["attn"] if k in ("q", "k", "v", "qkv")) == ["qkv"]

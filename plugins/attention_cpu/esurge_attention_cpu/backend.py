@@ -16,6 +16,8 @@ class CPUAttentionBackend:
     """
 
     name: str = "cpu"
+    # Items walk each sequence's visible keys; the page table's width is only a stride.
+    cost_follows_kv_lens: bool = True
 
     def __post_init__(self) -> None:
         register_kernel()
