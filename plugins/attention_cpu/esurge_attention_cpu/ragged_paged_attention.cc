@@ -746,7 +746,9 @@ void PlanSharedPrefixes(const Layout& L, const int32_t* kv_lens, const int32_t* 
     return std::min<int64_t>((kv_lens[s] - q_len) / L.page_size, L.pages_per_seq);
   };
   for (int64_t s = 0; s < num_seqs; ++s) {
-    if (cu_q_lens[s + 1] <= cu_q_lens[s] || cached_pages(s) < kSharedPrefixMinPages) continue;
+    const int32_t begin = cu_q_lens[s], end = cu_q_lens[s + 1];
+    if (end <= begin || begin < 0 || end > L.num_tokens) continue;  // as the items skip them
+    if (cached_pages(s) < kSharedPrefixMinPages) continue;
     by_first_page.emplace_back(page_indices[s * L.pages_per_seq], static_cast<int32_t>(s));
   }
   std::sort(by_first_page.begin(), by_first_page.end());
