@@ -3,8 +3,9 @@ for the few rows of decode tokens): with a bf16 cache, pages of a multiple of 16
 head_dim 64 / 128 / 256 it runs on the AMX tile unit where the CPU has one, with queries and
 probabilities split into three bf16 parts, so it keeps the kernel's contract:
 equal to the XLA kernel within 1e-5 for fp32 queries over a bf16 cache. On other CPUs these
-layouts take the vector path, which must meet the same bound. Both paths run in every case
-on an AMX CPU (the second in a fresh interpreter with ``ESURGE_CPU_AMX=0``)."""
+layouts take the vector path (prefill rows the rows path on AVX-512), which must meet the same
+bound. Both run in every case on an AMX CPU (the second in a fresh interpreter with
+``ESURGE_CPU_AMX=0``)."""
 
 from __future__ import annotations
 

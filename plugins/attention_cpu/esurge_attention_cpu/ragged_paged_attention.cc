@@ -576,7 +576,7 @@ void AttendItemAnyHeadDim(const Layout& L, const Item& it, const TQ* queries, co
 // ---- Rows path (AVX-512, no tile unit) --------------------------------------------------
 //
 // A sequence with at least kRowsMinRows query rows per kv head (prefill) on a CPU with AVX-512
-// but without the tile unit runs in items of one kv head and up to rows::kMaxRows rows (the
+// but without the tile unit runs in items of one kv head and up to kRowsPerItem rows (the
 // tokens of a block times the group; row r: token r / g, query head h * g + r % g), each key
 // block widened and transposed once for all of them (avx512_rows_attention.h). head_dim 64, 128
 // or 256.
@@ -673,7 +673,7 @@ void AttendItemRowsAnyHeadDim(const Layout& L, const Item& it, const TQ* queries
 // on the rows path's CPUs and without a window or chunking (every query row then sees every
 // key of the prefix): sequences whose page tables start with the same pages, at least
 // kSharedPrefixMinPages of them below every member's first query, form a group; a first pass
-// attends all the group's query rows to those keys, rows::kMaxRows rows of one kv head per
+// attends all the group's query rows to those keys, kRowsPerItem rows of one kv head per
 // item (the rows path), and leaves each row's online-softmax state; the ordinary items then
 // continue from that state over each sequence's own keys. Page ids are compared, not contents:
 // equal ids are the same memory, and the pages are below every member's first new token, so
