@@ -135,6 +135,40 @@ inline const float* Widen(const uint16_t* src, float* scratch, int64_t n) {
   return scratch;
 }
 
+// The first key a query at position p sees (its window's or chunk's start; 0 without either).
+inline int64_t FirstVisibleKey(const Layout& L, int64_t p) {
+  int64_t lo = 0;
+  if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
+  if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
+  return lo;
+}
+
+// For an item after the shared-prefix pass (it.prefix_end > 0): the row of `token` (counted
+// within the sequence) and `q_head` starts from the pass's state, at key it.prefix_end.
+inline void ResumeAfterSharedPrefix(const Layout& L, const Item& it, int64_t token,
+                                    int64_t q_head, int64_t head_dim, int64_t& lo, float& max,
+                                    float& denom, float* values) {
+  const int64_t sr = L.prefix->Row(it.seq, token, q_head);
+  lo = std::max<int64_t>(lo, it.prefix_end);
+  max = L.prefix->max[sr];
+  denom = L.prefix->denom[sr];
+  std::copy(L.prefix->values + sr * head_dim, L.prefix->values + (sr + 1) * head_dim, values);
+}
+
+// Writes a row's output: its weighted values over its denominator (zeros where it saw no key).
+template <typename TQ>
+inline void StoreNormalised(const float* values, float denom, int64_t head_dim, TQ* dst) {
+  const float inv = denom > 0.0f ? 1.0f / denom : 0.0f;
+  for (int64_t d = 0; d < head_dim; ++d) {
+    const float value = values[d] * inv;
+    if constexpr (sizeof(TQ) == 2) {
+      dst[d] = F32ToBf16(value);
+    } else {
+      dst[d] = value;
+    }
+  }
+}
+
 // kHeadDim > 0 fixes the head size at compile time (fully unrolled vector loops); 0 reads it
 // from the layout.
 template <typename TQ, typename TKV, int kHeadDim>
@@ -166,17 +200,10 @@ void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* k
     denom[r] = 0.0f;
     const int64_t p = first_pos + r / rows_per_token;
     row_hi[r] = std::min<int64_t>(p, it.kv_len - 1);  // last visible key (inclusive)
-    int64_t lo = 0;
-    if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
-    if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
-    row_lo[r] = lo;
+    row_lo[r] = FirstVisibleKey(L, p);
     if (it.prefix_end > 0) {
-      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / rows_per_token,
-                                       it.h * g + r % rows_per_token);
-      row_lo[r] = std::max<int64_t>(row_lo[r], it.prefix_end);
-      row_max[r] = L.prefix->max[sr];
-      denom[r] = L.prefix->denom[sr];
-      std::copy(L.prefix->values + sr * D, L.prefix->values + (sr + 1) * D, acc + r * D);
+      ResumeAfterSharedPrefix(L, it, it.q0 + r / rows_per_token, head, D, row_lo[r],
+                              row_max[r], denom[r], acc + r * D);
     }
   }
   const int64_t key_begin = row_lo[0];
@@ -253,16 +280,7 @@ void AttendItem(const Layout& L, const Item& it, const TQ* queries, const TKV* k
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t token = it.q_begin + r / rows_per_token;
     const int64_t head = it.h * g + r % rows_per_token;
-    TQ* dst = out + (token * L.num_q_heads + head) * D;
-    const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
-    for (int64_t d = 0; d < D; ++d) {
-      const float value = acc[r * D + d] * inv;
-      if constexpr (sizeof(TQ) == 2) {
-        dst[d] = F32ToBf16(value);
-      } else {
-        dst[d] = value;
-      }
-    }
+    StoreNormalised(acc + r * D, denom[r], D, out + (token * L.num_q_heads + head) * D);
   }
 }
 
@@ -430,17 +448,10 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
     denom[r] = 0.0f;
     const int64_t p = first_pos + r / rows_per_token;
     row_hi[r] = std::min<int64_t>(p, it.kv_len - 1);
-    int64_t lo = 0;
-    if (L.sliding_window > 0) lo = std::max<int64_t>(lo, p - L.sliding_window + 1);
-    if (L.chunk_size > 0) lo = std::max<int64_t>(lo, (p / L.chunk_size) * L.chunk_size);
-    row_lo[r] = lo;
+    row_lo[r] = FirstVisibleKey(L, p);
     if (it.prefix_end > 0) {
-      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / rows_per_token,
-                                       it.h * g + r % rows_per_token);
-      row_lo[r] = std::max<int64_t>(row_lo[r], it.prefix_end);
-      row_max[r] = L.prefix->max[sr];
-      denom[r] = L.prefix->denom[sr];
-      std::copy(L.prefix->values + sr * kD, L.prefix->values + (sr + 1) * kD, acc + r * kD);
+      ResumeAfterSharedPrefix(L, it, it.q0 + r / rows_per_token, head, kD, row_lo[r],
+                              row_max[r], denom[r], acc + r * kD);
     }
   }
   const int64_t key_begin = row_lo[0];
@@ -545,16 +556,7 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t token = it.q_begin + r / rows_per_token;
     const int64_t head = it.h * g + r % rows_per_token;
-    TQ* dst = out + (token * L.num_q_heads + head) * kD;
-    const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
-    for (int64_t d = 0; d < kD; ++d) {
-      const float value = acc[r * kD + d] * inv;
-      if constexpr (sizeof(TQ) == 2) {
-        dst[d] = F32ToBf16(value);
-      } else {
-        dst[d] = value;
-      }
-    }
+    StoreNormalised(acc + r * kD, denom[r], kD, out + (token * L.num_q_heads + head) * kD);
   }
 }
 
@@ -618,15 +620,10 @@ void AttendItemRows(const Layout& L, const Item& it, const TQ* queries, const TK
     denom[r] = 0.0f;
     const int64_t p = first_pos + r / g;
     hi[r] = std::min<int64_t>(p, it.kv_len - 1);
-    lo[r] = 0;
-    if (L.sliding_window > 0) lo[r] = std::max<int64_t>(lo[r], p - L.sliding_window + 1);
-    if (L.chunk_size > 0) lo[r] = std::max<int64_t>(lo[r], (p / L.chunk_size) * L.chunk_size);
+    lo[r] = FirstVisibleKey(L, p);
     if (it.prefix_end > 0) {
-      const int64_t sr = L.prefix->Row(it.seq, it.q0 + r / g, h * g + r % g);
-      lo[r] = std::max<int64_t>(lo[r], it.prefix_end);
-      row_max[r] = L.prefix->max[sr];
-      denom[r] = L.prefix->denom[sr];
-      std::copy(L.prefix->values + sr * kD, L.prefix->values + (sr + 1) * kD, values + r * kD);
+      ResumeAfterSharedPrefix(L, it, it.q0 + r / g, h * g + r % g, kD, lo[r], row_max[r],
+                              denom[r], values + r * kD);
     }
   }
   const int64_t key_begin = *std::min_element(lo, lo + n);
@@ -635,18 +632,7 @@ void AttendItemRows(const Layout& L, const Item& it, const TQ* queries, const TK
                                   2 * L.num_kv_heads * kD, 2 * h * kD};
   rows::AttendRows<TKV, kD>(q, n, lo, hi, key_begin, key_end, head, L.soft_cap,
                             rows::RowState{row_max, denom, values});
-  for (int r = 0; r < n; ++r) {
-    TQ* dst = out + vector_of(r);
-    const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
-    for (int d = 0; d < kD; ++d) {
-      const float value = values[r * kD + d] * inv;
-      if constexpr (sizeof(TQ) == 2) {
-        dst[d] = F32ToBf16(value);
-      } else {
-        dst[d] = value;
-      }
-    }
-  }
+  for (int r = 0; r < n; ++r) StoreNormalised(values + r * kD, denom[r], kD, out + vector_of(r));
 #else
   (void)L, (void)it, (void)queries, (void)kv, (void)page_table, (void)out;
 #endif
@@ -850,9 +836,7 @@ void AttendItemTiles(const Layout& L, const Item& it, const TQ* queries, const u
   for (int r = 0; r < rows; ++r) {
     const int64_t p = first_pos + r / per_token;
     hi[r] = std::min<int64_t>(p, it.kv_len - 1);
-    lo[r] = 0;
-    if (L.sliding_window > 0) lo[r] = std::max<int64_t>(lo[r], p - L.sliding_window + 1);
-    if (L.chunk_size > 0) lo[r] = std::max<int64_t>(lo[r], (p / L.chunk_size) * L.chunk_size);
+    lo[r] = FirstVisibleKey(L, p);
   }
   const int64_t key_begin = *std::min_element(lo, lo + rows);
   const int64_t key_end = *std::max_element(hi, hi + rows) + 1;
