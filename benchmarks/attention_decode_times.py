@@ -6,9 +6,10 @@
 
 64 sequences of ``--query-len`` new tokens each (default 1: a decode step; W4's prefill
 step has 16 per sequence after the shared prefix), 9 query / 3 kv heads of 64, fp32 queries
-over a bf16 cache in pages of 16 scattered at random; ``--shared``: every sequence's pages
+over a bf16 cache in pages of 16 scattered at random (over ``--cache-mb`` MB where given); ``--shared``: every sequence's pages
 but its last five are the first sequence's (a shared prefix, as in W4). Prints the best time
-of one call (one layer) over ``--repeats`` chained calls, and its rate in GFLOP/s (QK and
+of one call (one layer) over ``--repeats`` chained calls (``--chain N``: N calls chained in
+one compiled function, the best time of it divided by N), and its rate in GFLOP/s (QK and
 PV over the visible keys).
 """
 
@@ -25,10 +26,19 @@ from esurge_attention_cpu import kernel
 Q_HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE = 9, 3, 64, 16
 
 
-def time_one(seqs: int, context: int, query_len: int, shared: bool, repeats: int) -> float:
+def time_one(
+    seqs: int,
+    context: int,
+    query_len: int,
+    shared: bool,
+    repeats: int,
+    chain: int,
+    cache_mb: int,
+) -> float:
     pages_per_seq = -(-context // PAGE_SIZE)
     rng = np.random.default_rng(0)
-    num_pages = seqs * pages_per_seq + 1
+    page_bytes = PAGE_SIZE * 2 * KV_HEADS * HEAD_DIM * 2
+    num_pages = max(seqs * pages_per_seq + 1, (cache_mb << 20) // page_bytes)
     shape = (num_pages, PAGE_SIZE, 2 * KV_HEADS, HEAD_DIM)
     kv = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
     order = rng.permutation(np.arange(1, num_pages))
@@ -43,15 +53,21 @@ def time_one(seqs: int, context: int, query_len: int, shared: bool, repeats: int
         jnp.arange(0, seqs * query_len + 1, query_len, dtype=jnp.int32),
         jnp.asarray([seqs], jnp.int32),
     )
-    call = jax.jit(lambda q, *rest: kernel.ragged_paged_attention(q, *rest, sm_scale=0.125))
+
+    def layers(q, *rest):  # `chain` calls, each fed the last one's output, as layers are
+        for _ in range(chain):
+            q = q + kernel.ragged_paged_attention(q, *rest, sm_scale=0.125) * 1e-6
+        return q
+
+    call = jax.jit(layers)
     call(q, *operands).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        q = q + call(q, *operands) * 1e-6  # chained, as a model's layers are
+        q = call(q, *operands)
         q.block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return best
+    return best / chain
 
 
 def main() -> None:
@@ -61,9 +77,31 @@ def main() -> None:
     parser.add_argument("--query-len", type=int, default=1)
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument(
+        "--chain",
+        type=int,
+        default=1,
+        help="calls chained in one compiled function (a step's layers; for small batches, "
+        "whose single call is mostly the dispatch of a compiled function)",
+    )
+    parser.add_argument(
+        "--cache-mb",
+        type=int,
+        default=0,
+        help="size of the KV cache the pages are scattered in (default: just the pages used, "
+        "which fit a large L3; W1's engine scatters them in hundreds of MB)",
+    )
     args = parser.parse_args()
     for context in args.context:
-        seconds = time_one(args.seqs, context, args.query_len, args.shared, args.repeats)
+        seconds = time_one(
+            args.seqs,
+            context,
+            args.query_len,
+            args.shared,
+            args.repeats,
+            args.chain,
+            args.cache_mb,
+        )
         visible = sum(context - args.query_len + 1 + i for i in range(args.query_len))
         flops = 4 * args.seqs * Q_HEADS * visible * HEAD_DIM
         print(

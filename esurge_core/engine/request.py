@@ -14,9 +14,10 @@ the device).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 if TYPE_CHECKING:
     from esurge_core.sampling.params import SamplingParams
@@ -135,6 +136,13 @@ class Request:
         return self.prompt_token_ids + self.output_token_ids
 
     @property
+    def token_ids_view(self) -> JoinedTokenIds:
+        """Prompt followed by output without a copy: what the scheduler hands the KV-cache
+        manager every step, which reads its length and slices only (a joined list would be
+        work that grows with the request's history on every step)."""
+        return JoinedTokenIds(self.prompt_token_ids, self.output_token_ids)
+
+    @property
     def is_finished(self) -> bool:
         """Whether the request has ended."""
         return self.status is RequestStatus.FINISHED
@@ -148,12 +156,7 @@ class Request:
 
     def tokens_between(self, start: int, end: int) -> list[int]:
         """Tokens at positions ``[start, end)`` of prompt + output."""
-        prompt_len = len(self.prompt_token_ids)
-        if end <= prompt_len:
-            return self.prompt_token_ids[start:end]
-        if start >= prompt_len:
-            return self.output_token_ids[start - prompt_len : end - prompt_len]
-        return self.prompt_token_ids[start:] + self.output_token_ids[: end - prompt_len]
+        return self.token_ids_view[start:end]
 
     def finish(self, reason: FinishReason, stop_reason: int | str | None = None) -> None:
         """Mark the request finished (idempotent: the first reason wins); a pending token
@@ -164,3 +167,39 @@ class Request:
         self.status = RequestStatus.FINISHED
         self.finish_reason = reason
         self.stop_reason = stop_reason
+
+
+class JoinedTokenIds(Sequence[int]):
+    """``prompt + output`` as a read-only sequence over the two lists (no copy); a slice is a
+    new list of just the tokens it covers."""
+
+    __slots__ = ("_output", "_prompt")
+
+    def __init__(self, prompt: list[int], output: list[int]) -> None:
+        self._prompt = prompt
+        self._output = output
+
+    def __len__(self) -> int:
+        return len(self._prompt) + len(self._output)
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        prompt_len = len(self._prompt)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            if stop <= prompt_len:
+                return self._prompt[start:stop]
+            if start >= prompt_len:
+                return self._output[start - prompt_len : stop - prompt_len]
+            return self._prompt[start:] + self._output[: stop - prompt_len]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"token index {index} out of range for {len(self)} tokens")
+        return self._prompt[index] if index < prompt_len else self._output[index - prompt_len]

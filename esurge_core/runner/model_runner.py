@@ -148,6 +148,11 @@ class ModelRunner:
                 tied_lm_head=model.tied_lm_head_paths(),
             )
         self.params = params
+        # The step takes the params as a flat tuple of their arrays: flattening the nested
+        # dicts (and the packed weights' dataclass nodes) on every call cost about 0.1 ms of
+        # the host's time per step (docs/PERFORMANCE.md step 40).
+        self._param_leaves, param_treedef = jax.tree.flatten(params)
+        self._param_leaves = tuple(self._param_leaves)
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size
         self.num_groups = len(kv_cache.groups)
@@ -171,7 +176,8 @@ class ModelRunner:
         # What a step with no previous one reads its pending tokens from (it has none).
         self._no_previous_tokens = jnp.zeros(max_seqs, jnp.int32)
 
-        def step(params, kv_caches, previous_tokens, host_buffers, host_layout: HostLayout):
+        def step(param_leaves, kv_caches, previous_tokens, host_buffers, host_layout: HostLayout):
+            params = jax.tree.unflatten(param_treedef, param_leaves)
             inputs, batch = unpack_host_arrays(host_layout, host_buffers)
             self.num_compilations += 1  # runs once per trace, i.e. per compiled shape
             if self.verbose:
@@ -210,7 +216,7 @@ class ModelRunner:
             self._step = jax.jit(
                 step,
                 in_shardings=(
-                    plan.param_shardings,
+                    tuple(jax.tree.leaves(plan.param_shardings)),
                     plan.kv_cache_shardings,
                     plan.replicated,
                     plan.replicated,
@@ -365,7 +371,7 @@ class ModelRunner:
         if previous_tokens is None:
             previous_tokens = self._no_previous_tokens
         self.kv_caches, out, padded = self._step(
-            self.params, self.kv_caches, previous_tokens, buffers, layout
+            self._param_leaves, self.kv_caches, previous_tokens, buffers, layout
         )
         return out, padded
 

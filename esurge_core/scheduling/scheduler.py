@@ -204,7 +204,7 @@ class Scheduler:
     def _allocate(self, request: Request, num_new: int) -> bool:
         return self.kv_cache.allocate(
             request.request_id,
-            request.all_token_ids,
+            request.token_ids_view,
             request.num_computed_tokens,
             num_new,
             cache_salt=request.cache_salt,
