@@ -6,8 +6,9 @@
 
 64 sequences of ``--query-len`` new tokens each (default 1: a decode step; W4's prefill
 step has 16 per sequence after the shared prefix), 9 query / 3 kv heads of 64, fp32 queries
-over a bf16 cache in pages of 16 scattered at random (over ``--cache-mb`` MB where given); ``--shared``: every sequence's pages
-but its last five are the first sequence's (a shared prefix, as in W4). Prints the best time
+over a bf16 cache in pages of 16 scattered at random (over ``--cache-mb`` MB where given);
+``--shared``: every sequence's pages but its last five are the first sequence's (a shared
+prefix, as in W4). Prints the best time
 of one call (one layer) over ``--repeats`` chained calls (``--chain N``: N calls chained in
 one compiled function, the best time of it divided by N), and its rate in GFLOP/s (QK and
 PV over the visible keys).

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -147,12 +148,12 @@ class ModelRunner:
                 matmul_backend,
                 tied_lm_head=model.tied_lm_head_paths(),
             )
-        self.params = params
         # The step takes the params as a flat tuple of their arrays: flattening the nested
         # dicts (and the packed weights' dataclass nodes) on every call cost about 0.1 ms of
         # the host's time per step (docs/PERFORMANCE.md step 40).
-        self._param_leaves, param_treedef = jax.tree.flatten(params)
-        self._param_leaves = tuple(self._param_leaves)
+        leaves, param_treedef = jax.tree.flatten(params)
+        self._param_leaves = tuple(leaves)
+        self._param_treedef = param_treedef
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size
         self.num_groups = len(kv_cache.groups)
@@ -225,6 +226,11 @@ class ModelRunner:
                 static_argnums=(4,),
                 donate_argnums=(1,),
             )
+
+    @property
+    def params(self) -> Any:
+        """The params the step runs with (packed where the matmul backend packs them)."""
+        return jax.tree.unflatten(self._param_treedef, self._param_leaves)
 
     # ------------------------------------------------------------------ packing
 
