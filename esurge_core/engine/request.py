@@ -138,7 +138,7 @@ class Request:
     @property
     def token_ids_view(self) -> JoinedTokenIds:
         """Prompt followed by output without a copy: what the scheduler hands the KV-cache
-        manager every step, which reads its length and slices only (a joined list would be
+        manager (every step), which reads its length and slices only (a joined list would be
         work that grows with the request's history on every step)."""
         return JoinedTokenIds(self.prompt_token_ids, self.output_token_ids)
 
@@ -146,13 +146,6 @@ class Request:
     def is_finished(self) -> bool:
         """Whether the request has ended."""
         return self.status is RequestStatus.FINISHED
-
-    def token_at(self, position: int) -> int:
-        """The token at ``position`` of prompt + output, without building the joined list."""
-        prompt_len = len(self.prompt_token_ids)
-        if position < prompt_len:
-            return self.prompt_token_ids[position]
-        return self.output_token_ids[position - prompt_len]
 
     def tokens_between(self, start: int, end: int) -> list[int]:
         """Tokens at positions ``[start, end)`` of prompt + output."""

@@ -164,7 +164,7 @@ class Scheduler:
             request = self._waiting[0][2]
             if request.num_computed_tokens == 0:
                 cached = self.kv_cache.lookup_prefix(
-                    request.request_id, request.all_token_ids, cache_salt=request.cache_salt
+                    request.request_id, request.token_ids_view, cache_salt=request.cache_salt
                 )
                 request.num_computed_tokens = cached
                 if request.num_cached_tokens < 0:
