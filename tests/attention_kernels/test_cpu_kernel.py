@@ -52,6 +52,24 @@ def test_many_sequences_spread_over_the_thread_pool_match_xla(rng, num_tokens):
     )
 
 
+@pytest.mark.parametrize("kv_dtype", [jnp.float32, jnp.bfloat16])
+def test_a_single_decode_sequence_split_by_kv_head_matches_xla(rng, kv_dtype):
+    # One sequence of one new token: the kernel gives each kv head its own item.
+    from esurge_attention_xla.kernel import ragged_paged_attention as xla
+
+    batch = _batch(
+        rng, num_tokens=2, max_num_seqs=2, pages_per_seq=40, num_q_heads=9, num_kv_heads=3
+    )
+    assert batch.num_real_tokens == 1 and int(batch.num_seqs[0]) == 1
+    q, kv, *rest = (jnp.asarray(x) for x in batch.inputs())
+    inputs = (q, kv.astype(kv_dtype), *rest)
+    np.testing.assert_allclose(
+        np.asarray(kernel.ragged_paged_attention(*inputs, sm_scale=0.2))[:1],
+        np.asarray(xla(*inputs, sm_scale=0.2))[:1],
+        atol=1e-5,
+    )
+
+
 def test_mixed_dtypes_are_rejected_with_both_named(rng):
     queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
     with pytest.raises(ValueError, match="got bfloat16 / float32"):

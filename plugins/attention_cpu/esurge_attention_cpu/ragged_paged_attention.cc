@@ -917,7 +917,16 @@ ffi::Error Run(Layout L, const TQ* queries, const TKV* kv, const int32_t* kv_len
   // group fit one tile, one interleaved item per kv head; for decode, every kv head and up to
   // amx::kFewRows rows.
   const bool tiles_available = TilesAvailable(L, sizeof(TKV) == 2);
-  const int64_t vector_heads = std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
+  int64_t vector_heads = std::clamp<int64_t>(kMaxRowsPerItem / L.group, 1, L.num_kv_heads);
+  // Fewer items than threads (a single request's decode step): one item per kv head, or all
+  // but one thread would wait. Measured on the 2-core Zen 4 kind (SmolLM2, one sequence,
+  // benchmarks/attention_decode_times.py --seqs 1): 16-23 against 21-28 us a layer at 256
+  // keys, 58-76 against 80-102 at 1024; at two or three sequences no gain.
+  const int64_t real_tokens = num_seqs > 0 ? cu_q_lens[num_seqs] - cu_q_lens[0] : 0;
+  if (num_seqs < esurge_cpu::PoolSize() &&
+      real_tokens <= num_seqs * (kMaxRowsPerItem / (vector_heads * L.group))) {
+    vector_heads = 1;
+  }
   const int64_t vector_block = std::max<int64_t>(1, kMaxRowsPerItem / (vector_heads * L.group));
   constexpr int64_t tile_block = esurge_cpu::amx::kAttentionRows;
   const int64_t few_rows_block = std::max<int64_t>(1, esurge_cpu::amx::kFewRows / L.group);
