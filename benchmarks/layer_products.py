@@ -1,0 +1,90 @@
+"""The weight products of a SmolLM2 decode step alone, in the step's order, and their rate.
+
+    .venv/bin/python benchmarks/layer_products.py --rows 1 64
+
+For each row count: one jitted function runs, for each of SmolLM2-135M's 30 layers, the
+fused q/k/v product (576 x 960), the O product (576 x 576), the fused gate/up product with
+its activation (576 x 3072 -> 1536) and the down product (1536 x 576), each fed the last
+one's output as the layers are, then the tied LM head (576 x 49152), all through the ``cpu``
+backend's packed kernels on random bf16 weights packed once (264 MB, streamed from memory as
+in a decode step). Prints the best and median time of the chain over ``--repeats`` calls,
+the weights' rate at the best (GB/s: the floor of a batch-1 step is these bytes at the
+machine's read bandwidth) and the products' GFLOP/s. Nothing else of the step runs, so the
+difference to ``decode_step_times.py`` is attention, XLA's ops and the gaps between them
+(docs/PERFORMANCE.md, step 41).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from esurge_attention_cpu.bf16_pair_matmul import (
+    bf16_packed_gated_matmul,
+    bf16_packed_matmul,
+    pack_bf16_weight,
+)
+
+from esurge_core.host_malloc import reexec_with_tuned_malloc
+
+# SmolLM2-135M-Instruct.
+LAYERS, HIDDEN, INTERMEDIATE, VOCAB = 30, 576, 1536, 49152
+QKV = 576 + 2 * 3 * 64  # 9 query heads, 3 kv heads of 64
+SHAPES = {"qkv": (HIDDEN, QKV), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * INTERMEDIATE)}
+SHAPES["down"] = (INTERMEDIATE, HIDDEN)
+
+
+def _chain(x, layers, head, num_rows):
+    f32 = jnp.float32
+    for weights in layers:
+        qkv = bf16_packed_matmul(x, weights["qkv"], num_rows, n=QKV, out_dtype=f32)
+        x = x + bf16_packed_matmul(qkv[:, :HIDDEN], weights["o"], num_rows, n=HIDDEN, out_dtype=f32)
+        gated = bf16_packed_gated_matmul(
+            x, weights["gate_up"], num_rows, n=2 * INTERMEDIATE, activation="silu", out_dtype=f32
+        )
+        x = x + bf16_packed_matmul(gated, weights["down"], num_rows, n=HIDDEN, out_dtype=f32)
+    return bf16_packed_matmul(x, head, num_rows, n=VOCAB, out_dtype=f32)
+
+
+def main() -> None:
+    reexec_with_tuned_malloc()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    if any(rows < 1 for rows in args.rows) or args.repeats < 1:
+        parser.error("--rows and --repeats must be at least 1")
+    rng = np.random.default_rng(0)
+
+    def packed(k: int, n: int) -> jax.Array:
+        w = rng.standard_normal((k, n), np.float32) * 0.02
+        return pack_bf16_weight(jnp.asarray(w, jnp.bfloat16))
+
+    layers = [{name: packed(*shape) for name, shape in SHAPES.items()} for _ in range(LAYERS)]
+    head = packed(HIDDEN, VOCAB)
+    weight_bytes = 2 * (LAYERS * sum(k * n for k, n in SHAPES.values()) + HIDDEN * VOCAB)
+    chain = jax.jit(_chain)
+    print(f"jax {jax.__version__}: {LAYERS} layers + head, {weight_bytes / 1e6:.0f} MB of weights")
+    for rows in args.rows:
+        x = jnp.asarray(rng.standard_normal((rows, HIDDEN)) * 0.1, jnp.float32)
+        num_rows = jnp.int32(rows)
+        chain(x, layers, head, num_rows).block_until_ready()  # compile
+        seconds = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            chain(x, layers, head, num_rows).block_until_ready()
+            seconds.append(time.perf_counter() - start)
+        best = min(seconds)
+        flops = 2 * rows * weight_bytes / 2
+        print(
+            f"{rows} rows: best {best * 1e3:.2f} ms, median {statistics.median(seconds) * 1e3:.2f} "
+            f"ms; {weight_bytes / best / 1e9:.1f} GB/s, {flops / best / 1e9:.0f} GFLOP/s at the best"
+        )
+
+
+if __name__ == "__main__":
+    main()
