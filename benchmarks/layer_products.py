@@ -6,7 +6,7 @@ For each row count: one jitted function runs, for each of SmolLM2-135M's 30 laye
 fused q/k/v product (576 x 960), the O product (576 x 576), the fused gate/up product with
 its activation (576 x 3072 -> 1536) and the down product (1536 x 576), each fed the last
 one's output as the layers are, then the tied LM head (576 x 49152), all through the ``cpu``
-backend's packed kernels on random bf16 weights packed once (264 MB, streamed from memory as
+backend's packed kernels on random bf16 weights packed once (269 MB, streamed from memory as
 in a decode step). Prints the best and median time of the chain over ``--repeats`` calls,
 the weights' rate at the best (GB/s: the floor of a batch-1 step is these bytes at the
 machine's read bandwidth) and the products' GFLOP/s. Nothing else of the step runs, so the
@@ -79,7 +79,7 @@ def main() -> None:
             chain(x, layers, head, num_rows).block_until_ready()
             seconds.append(time.perf_counter() - start)
         best = min(seconds)
-        flops = 2 * rows * weight_bytes / 2
+        flops = 2 * rows * (weight_bytes // 2)  # a multiply and an add per bf16 weight and row
         print(
             f"{rows} rows: best {best * 1e3:.2f} ms, median {statistics.median(seconds) * 1e3:.2f} "
             f"ms; {weight_bytes / best / 1e9:.1f} GB/s, {flops / best / 1e9:.0f} GFLOP/s at the best"

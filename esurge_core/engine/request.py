@@ -131,11 +131,6 @@ class Request:
             self.output_token_ids.pop()
 
     @property
-    def all_token_ids(self) -> list[int]:
-        """Prompt followed by output (a new list)."""
-        return self.prompt_token_ids + self.output_token_ids
-
-    @property
     def token_ids_view(self) -> JoinedTokenIds:
         """Prompt followed by output without a copy: what the scheduler hands the KV-cache
         manager (every step), which reads its length and slices only (a joined list would be

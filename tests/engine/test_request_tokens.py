@@ -20,7 +20,7 @@ def _request(prompt: list[int], output: list[int]) -> Request:
 )
 def test_view_reads_like_the_joined_list(prompt: list[int], output: list[int]) -> None:
     request = _request(prompt, output)
-    joined = request.all_token_ids
+    joined = prompt + output
     view = request.token_ids_view
     assert len(view) == len(joined)
     assert list(view) == joined

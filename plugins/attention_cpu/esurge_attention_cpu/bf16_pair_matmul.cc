@@ -776,6 +776,26 @@ inline bool StreamsGatedHalves(bool tiles, int64_t rows) {
   return !tiles && rows <= kStreamedGatedRows;
 }
 
+// dst[c] = act(gate[c]) * up[c] for `columns` columns (a multiple of 16), fp32 sums in, TY
+// out; `stream` (fp32 only) writes past the caches.
+template <esurge_cpu::gate::Activation kAct, typename TY>
+inline void StoreGated(const float* gate, const float* up, int64_t columns, TY* dst,
+                       bool stream) {
+  for (int64_t c = 0; c < columns; c += kLanes) {
+    const __m512 out =
+        esurge_cpu::gate::Gated16<kAct>(_mm512_loadu_ps(gate + c), _mm512_loadu_ps(up + c));
+    if constexpr (sizeof(TY) == 4) {
+      if (stream) {
+        _mm512_stream_ps(dst + c, out);
+      } else {
+        _mm512_storeu_ps(dst + c, out);
+      }
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), (__m256i)_mm512_cvtneps_pbh(out));
+    }
+  }
+}
+
 template <esurge_cpu::gate::Activation kAct, typename TY>
 void Bf16PackedGatedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const uint32_t* wp,
                            int64_t N, bool tiles, TY* y) {
@@ -787,17 +807,7 @@ void Bf16PackedGatedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const ui
     Bf16PackedMatmul(xp, rows, K, wp, N, /*tiles=*/false, both.data());
     for (int64_t r = 0; r < rows; ++r) {
       const float* gate = both.data() + r * N;
-      TY* dst = y + r * half;
-      for (int64_t c = 0; c < half; c += kLanes) {
-        const __m512 out = esurge_cpu::gate::Gated16<kAct>(_mm512_loadu_ps(gate + c),
-                                                           _mm512_loadu_ps(gate + half + c));
-        if constexpr (sizeof(TY) == 4) {
-          _mm512_storeu_ps(dst + c, out);
-        } else {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
-                              (__m256i)_mm512_cvtneps_pbh(out));
-        }
-      }
+      StoreGated<kAct>(gate, gate + half, half, y + r * half, /*stream=*/false);
     }
     return;
   }
@@ -826,22 +836,8 @@ void Bf16PackedGatedMatmul(const uint32_t* xp, int64_t rows, int64_t K, const ui
     PackedRowsOfBlock(call, tiles, xp, K, it.r_begin, it.r_end, up_columns, it.vectors,
                       up.data(), kWidth, 0, /*stream=*/false, ahead);
     for (int64_t r = it.r_begin; r < it.r_end; ++r) {
-      TY* dst = y + r * half + it.v0 * kLanes;
-      for (int v = 0; v < it.vectors; ++v) {
-        const __m512 out = esurge_cpu::gate::Gated16<kAct>(
-            _mm512_loadu_ps(gate.data() + r * kWidth + v * kLanes),
-            _mm512_loadu_ps(up.data() + r * kWidth + v * kLanes));
-        if constexpr (sizeof(TY) == 4) {
-          if (stream) {
-            _mm512_stream_ps(dst + v * kLanes, out);
-          } else {
-            _mm512_storeu_ps(dst + v * kLanes, out);
-          }
-        } else {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + v * kLanes),
-                              (__m256i)_mm512_cvtneps_pbh(out));
-        }
-      }
+      StoreGated<kAct>(gate.data() + r * kWidth, up.data() + r * kWidth, it.vectors * kLanes,
+                       y + r * half + it.v0 * kLanes, stream);
     }
     if (stream) _mm_sfence();
   });
