@@ -102,8 +102,8 @@ class SchedulerConfig(_Section):
         None,
         description=(
             "Plan and queue the next step while the current one runs (one step ahead); "
-            "default: on for accelerators, off on CPU, where the host's work would compete "
-            "with the step for the same cores."
+            "default: on for accelerators; on CPU, where the host's work competes with the "
+            "step for the same cores, only ahead of steps of at most 16 sequences."
         ),
     )
 

@@ -45,6 +45,14 @@ logger = logging.getLogger(__name__)
 Prompt = str | dict[str, Any]
 
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
+#: On CPU, by default, the engine plans ahead only of steps of at most this many sequences.
+#: There the "device" is the cores the host's work runs on: planning ahead hides the host's
+#: work (about 1.5 ms a token: packing, the call, detokenising) behind a memory-bound small
+#: step, but takes cores from a compute-bound large one. Measured on the 2-core Zen 4 kind
+#: (docs/PERFORMANCE.md step 42), in one process, planning ahead against waiting: 1 / 2 / 4 /
+#: 8 / 16 sequences 1.06 / 1.04 / 1.03 / 1.00 / 1.04x the output tokens/s, 32 sequences
+#: 1.00x, and W1 / W3 / W4 (64, 32 and 64 sequences) 0.95x each in a side-by-side run.
+CPU_PLAN_AHEAD_MAX_SEQS = 16
 
 
 class EngineDeadError(ESurgeError, RuntimeError):
@@ -129,11 +137,13 @@ class eSurge:
         )
         self.max_num_batched_tokens = max(budget, cfg.scheduler.max_num_seqs)
         platform = current_platform()
-        # On CPU the host's work between steps would run on the cores the step computes on.
-        self.async_scheduling = (
-            platform != "cpu"
-            if cfg.scheduler.async_scheduling is None
-            else cfg.scheduler.async_scheduling
+        # Whether a step may be planned while the last one runs, and of steps of how many
+        # sequences at most (None: any).
+        self.async_scheduling = cfg.scheduler.async_scheduling is not False
+        self.plan_ahead_max_seqs = (
+            CPU_PLAN_AHEAD_MAX_SEQS
+            if cfg.scheduler.async_scheduling is None and platform == "cpu"
+            else None
         )
         requirements = Requirements(
             platform=platform,
@@ -316,11 +326,11 @@ class eSurge:
     def step(self) -> list[RequestOutput]:
         """Run one engine step; return the outputs of every request that changed.
 
-        With ``async_scheduling`` (the default on accelerators) a step plans and queues the
-        next compiled step before it waits for the previous one's tokens, so the host's work
-        (planning, packing, detokenising, emitting) overlaps the compiled step; the tokens a
-        call returns are those of the step queued by the call before. Without it (the default
-        on CPU), a step waits for its own.
+        With ``async_scheduling`` (the default) a step plans and queues the next compiled
+        step before it waits for the previous one's tokens, so the host's work (planning,
+        packing, detokenising, emitting) overlaps the compiled step; the tokens a call
+        returns are those of the step queued by the call before. Without it, and for a step
+        it may not plan ahead of (see ``_may_plan_ahead_of``), a call waits for its own.
         """
         with self._step_lock:
             started = time.monotonic()
@@ -341,7 +351,7 @@ class eSurge:
             queued = self._dispatch(plan, previous, started) if plan.chunks else None
             if previous is not None:
                 self._apply(previous, touched)
-            if queued is not None and not self.async_scheduling:
+            if queued is not None and not self._may_plan_ahead_of(queued):
                 self._apply(queued, touched)
                 queued = None
             self.last_step_time = time.monotonic()
@@ -354,10 +364,16 @@ class eSurge:
 
     def _may_plan_ahead_of(self, step: _InFlightStep) -> bool:
         """Whether the next step can be planned before ``step``'s tokens are back: not when
-        asynchronous scheduling is off, nor when a request of ``step`` samples with penalties
-        (its next sampling reads every token it generated)."""
-        return self.async_scheduling and not any(
-            chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
+        asynchronous scheduling is off, nor when ``step`` has more sequences than
+        ``plan_ahead_max_seqs``, nor when a request of ``step`` samples with penalties (its
+        next sampling reads every token it generated)."""
+        limit = self.plan_ahead_max_seqs
+        return (
+            self.async_scheduling
+            and (limit is None or len(step.plan.chunks) <= limit)
+            and not any(
+                chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
+            )
         )
 
     def _dispatch(

@@ -51,8 +51,8 @@ def add_engine_arguments(
         "--async-scheduling",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="plan the next step while the current one runs (default: on for accelerators, "
-        "off on CPU)",
+        help="plan the next step while the current one runs (default: on; on CPU only ahead "
+        "of steps of at most 16 sequences)",
     )
 
 

@@ -388,6 +388,11 @@ class ModelRunner:
         sampled tokens this one feeds in (the chunks' pending tokens)."""
         inputs, batch, sampled = self.prepare(chunks, previous)
         out, padded = self._run(inputs, batch, None if previous is None else previous.token_ids)
+        # Ask for the host copies now: JAX's CPU client runs a copy requested later after the
+        # steps queued before it, so the tokens of this step would wait for the next one.
+        for array in (out.token_ids, out.logprobs, out.top_token_ids, out.top_logprobs):
+            if array is not None:
+                array.copy_to_host_async()
         rows = {chunk.request.request_id: row for row, chunk in enumerate(sampled)}
         return PendingStep(sampled, out, padded, rows)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from esurge_core.engine import esurge
 from esurge_core.engine.request import PENDING_TOKEN
 from esurge_core.sampling.params import SamplingParams
 
@@ -70,12 +71,14 @@ def summary(outputs) -> list:
 
 @pytest.fixture(scope="module")
 def engines(make_engine):
-    return make_engine(**ENGINE, async_scheduling=True), make_engine(**ENGINE)
+    return make_engine(**ENGINE, async_scheduling=True), make_engine(
+        **ENGINE, async_scheduling=False
+    )
 
 
 def test_async_scheduling_gives_what_waiting_for_each_step_gives(engines):
     planned_ahead, waiting = engines
-    assert not waiting.async_scheduling  # the default on CPU
+    assert not waiting.async_scheduling
     prompts = RAW_PROMPTS[: len(every_kind_of_request())]
     ahead = planned_ahead.generate(prompts, every_kind_of_request())
     assert planned_ahead.scheduler.num_preemptions > 0
@@ -105,6 +108,21 @@ def test_decode_steps_are_queued_before_the_previous_tokens_are_back(engines, mo
     engine.generate([RAW_PROMPTS[0]], SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
     assert len(calls) == 16  # the prefill and 15 decodes: no step wasted on the last token
     assert all(fed for _, fed in calls[1:])  # every decode fed its token from the device
+
+
+def test_by_default_on_cpu_only_steps_of_few_sequences_are_planned_ahead_of(
+    make_engine, monkeypatch
+):
+    engine = make_engine(**ENGINE)  # async_scheduling left to the platform
+    assert engine.async_scheduling and engine.plan_ahead_max_seqs == esurge.CPU_PLAN_AHEAD_MAX_SEQS
+    monkeypatch.setattr(engine, "plan_ahead_max_seqs", 2)
+    calls = spy_dispatches(engine, monkeypatch)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    engine.generate(RAW_PROMPTS[:2], params)  # two sequences a step: planned ahead of
+    assert len(calls) > 1 and all(fed for _, fed in calls[1:])
+    calls.clear()
+    engine.generate(RAW_PROMPTS[:3], params)  # three: each step waits for the last one
+    assert len(calls) > 1 and not any(fed for _, fed in calls)
 
 
 def test_penalties_wait_for_the_previous_tokens(engines, monkeypatch):
