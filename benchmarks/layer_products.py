@@ -1,6 +1,7 @@
 """The weight products of a SmolLM2 decode step alone, in the step's order, and their rate.
 
     .venv/bin/python benchmarks/layer_products.py --rows 1 64
+    .venv/bin/python benchmarks/layer_products.py --rows 1 --merged
 
 For each row count: one jitted function runs, for each of SmolLM2-135M's 30 layers, the
 fused q/k/v product (576 x 960), the O product (576 x 576), the fused gate/up product with
@@ -12,6 +13,11 @@ the weights' rate at the best (GB/s: the floor of a batch-1 step is these bytes 
 machine's read bandwidth) and the products' GFLOP/s. Nothing else of the step runs, so the
 difference to ``decode_step_times.py`` is attention, XLA's ops and the gaps between them
 (docs/PERFORMANCE.md, step 41).
+
+``--merged`` also runs the same bytes as one product per layer (576 x 6144 each: a layer's
+four weights as one matrix) and the head, and as four long products (576 x 58368 each):
+what the products would stream at if each layer were one native call (docs/PERFORMANCE.md,
+step 42).
 """
 
 from __future__ import annotations
@@ -50,11 +56,39 @@ def _chain(x, layers, head, num_rows):
     return bf16_packed_matmul(x, head, num_rows, n=VOCAB, out_dtype=f32)
 
 
+def _merged_chain(x, weights, columns, num_rows):
+    """One product per matrix of ``weights``, each fed the last one's first HIDDEN columns."""
+    for w, n in zip(weights, columns):
+        x = x + bf16_packed_matmul(x, w, num_rows, n=n, out_dtype=jnp.float32)[:, :HIDDEN]
+    return x
+
+
+def _report(name, function, args, rows, weight_bytes, repeats) -> None:
+    jax.block_until_ready(function(*args))  # compile
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        seconds.append(time.perf_counter() - start)
+    best = min(seconds)
+    flops = 2 * rows * (weight_bytes // 2)  # a multiply and an add per bf16 weight and row
+    print(
+        f"{name}, {rows} rows: best {best * 1e3:.2f} ms, median "
+        f"{statistics.median(seconds) * 1e3:.2f} ms; {weight_bytes / best / 1e9:.1f} GB/s, "
+        f"{flops / best / 1e9:.0f} GFLOP/s at the best"
+    )
+
+
 def main() -> None:
     reexec_with_tuned_malloc()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--merged",
+        action="store_true",
+        help="also run the layers' bytes as one product per layer and as four long products",
+    )
     args = parser.parse_args()
     if any(rows < 1 for rows in args.rows) or args.repeats < 1:
         parser.error("--rows and --repeats must be at least 1")
@@ -69,21 +103,43 @@ def main() -> None:
     weight_bytes = 2 * (LAYERS * sum(k * n for k, n in SHAPES.values()) + HIDDEN * VOCAB)
     chain = jax.jit(_chain)
     print(f"jax {jax.__version__}: {LAYERS} layers + head, {weight_bytes / 1e6:.0f} MB of weights")
+    # The same bytes as the step's products: each layer's as one 576-row matrix, and all of
+    # them (with the head) as four.
+    layer_columns = sum(k * n for k, n in SHAPES.values()) // HIDDEN
+    total_columns = LAYERS * layer_columns + VOCAB
+    merged = {
+        "one product per layer and the head": [layer_columns] * LAYERS + [VOCAB],
+        "four long products": [total_columns // 4] * 4,
+    }
+    merged_weights = (
+        {name: [packed(HIDDEN, n) for n in columns] for name, columns in merged.items()}
+        if args.merged
+        else {}
+    )
     for rows in args.rows:
         x = jnp.asarray(rng.standard_normal((rows, HIDDEN)) * 0.1, jnp.float32)
         num_rows = jnp.int32(rows)
-        chain(x, layers, head, num_rows).block_until_ready()  # compile
-        seconds = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            chain(x, layers, head, num_rows).block_until_ready()
-            seconds.append(time.perf_counter() - start)
-        best = min(seconds)
-        flops = 2 * rows * (weight_bytes // 2)  # a multiply and an add per bf16 weight and row
-        print(
-            f"{rows} rows: best {best * 1e3:.2f} ms, median {statistics.median(seconds) * 1e3:.2f} "
-            f"ms; {weight_bytes / best / 1e9:.1f} GB/s, {flops / best / 1e9:.0f} GFLOP/s at the best"
+        _report(
+            "the step's products",
+            chain,
+            (x, layers, head, num_rows),
+            rows,
+            weight_bytes,
+            args.repeats,
         )
+        for name, weights in merged_weights.items():
+            columns = merged[name]
+            function = jax.jit(
+                lambda x, w, r, columns=tuple(columns): _merged_chain(x, w, columns, r)
+            )
+            _report(
+                name,
+                function,
+                (x, weights, num_rows),
+                rows,
+                2 * HIDDEN * sum(columns),
+                args.repeats,
+            )
 
 
 if __name__ == "__main__":
