@@ -49,9 +49,10 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048
 #: There the "device" is the cores the host's work runs on: planning ahead hides the host's
 #: work (about 1.5 ms a token: packing, the call, detokenising) behind a memory-bound small
 #: step, but takes cores from a compute-bound large one. Measured on the 2-core Zen 4 kind
-#: (docs/PERFORMANCE.md step 42), in one process, planning ahead against waiting: 1 / 2 / 4 /
-#: 8 / 16 sequences 1.06 / 1.04 / 1.03 / 1.00 / 1.04x the output tokens/s, 32 sequences
-#: 1.00x, and W1 / W3 / W4 (64, 32 and 64 sequences) 0.95x each in a side-by-side run.
+#: (docs/PERFORMANCE.md step 42), planning ahead against waiting, alternated in one process:
+#: 1 / 2 / 4 / 8 / 16 sequences 1.06 / 1.04 / 1.03 / 1.00 / 1.04x the output tokens/s, 32
+#: sequences 1.00x, 64 1.06x (faster in two pairs of four); but W1 / W3 / W4 (64, 32 and 64
+#: sequences a step) 0.95x each in a side-by-side run of the peer benchmark.
 CPU_PLAN_AHEAD_MAX_SEQS = 16
 
 
