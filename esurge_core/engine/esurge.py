@@ -338,11 +338,10 @@ class eSurge:
             touched: dict[str, RequestTracker] = {}
             self._drain_inbox(touched)
             # The step in flight stays in self._in_flight until its tokens are applied and
-            # recorded, so has_unfinished_requests() holds while it is being applied.
+            # recorded, so has_unfinished_requests() holds while it is being applied. Only a
+            # step the engine may plan ahead of is left in flight (below), so the next step
+            # is planned before its tokens are back.
             previous = self._in_flight
-            if previous is not None and not self._may_plan_ahead_of(previous):
-                self._apply(previous, touched)
-                previous = None
             plan = self.scheduler.schedule()
             for request in plan.preempted:
                 if request.is_finished:  # preemption disabled: failed instead
