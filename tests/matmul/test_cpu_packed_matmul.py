@@ -52,6 +52,19 @@ def test_packing_round_trips_and_has_the_documented_layout(rng, k, n):
     np.testing.assert_array_equal(pack_bf16_weight(w.T, transpose_w=True), packed)
 
 
+@pytest.mark.parametrize(("k", "n"), [(576, 576), (577, 100), (3, 16)])
+def test_packing_a_constant_inside_jit_gives_the_same_words(rng, k, n):
+    """XLA folds the packing of a weight a jitted function captures; the folded words must be
+    the ones packing an argument gives (a bitcast form of the packing folded wrongly)."""
+    x, w = _operands(rng, 2, k, n)
+    want = pack_bf16_weight(w)
+    np.testing.assert_array_equal(jax.jit(lambda: pack_bf16_weight(w))(), want)
+    n_pad = -(-n // 16) * 16
+    w_whole = jnp.pad(w, ((0, 0), (0, n_pad - n)))
+    product = jax.jit(lambda x: bf16_packed_matmul(x, pack_bf16_weight(w_whole), 2, n=n_pad))
+    _assert_close(product(x), xla_matmul(x, w_whole))
+
+
 @pytest.mark.parametrize("x_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize(

@@ -114,7 +114,12 @@ def pack_bf16_weight(w: jax.Array, *, transpose_w: bool = False) -> jax.Array:
     blocks = -(-n // PACKED_BLOCK_COLUMNS)
     w = jnp.pad(w, ((0, 2 * pairs - k), (0, blocks * PACKED_BLOCK_COLUMNS - n)))
     w = w.reshape(pairs, 2, blocks, PACKED_BLOCK_COLUMNS).transpose(2, 0, 3, 1)
-    return jax.lax.bitcast_convert_type(w, jnp.uint32)
+    # The two halves joined with integer ops, not one bitcast of [..., 2] bf16 to uint32: where
+    # XLA folds the packing of a constant weight (a weight captured by a jitted function),
+    # that bitcast after the pad and transpose folded to wrong words (jaxlib 0.10.2, every
+    # shape tried), and the kernels then silently multiplied by garbage.
+    halves = jax.lax.bitcast_convert_type(w, jnp.uint16).astype(jnp.uint32)
+    return halves[..., 0] | (halves[..., 1] << 16)
 
 
 def unpack_bf16_weight(packed: jax.Array, shape: tuple[int, int]) -> jax.Array:
