@@ -32,7 +32,9 @@ from esurge_core.engine.request_tracker import ChoiceTracker, RequestTracker
 from esurge_core.errors import ESurgeError
 from esurge_core.kv_cache.sizing import plan_kv_cache_for_device
 from esurge_core.matmul.dispatch import packed_lm_head_bytes
+from esurge_core.matmul.greedy_head import greedy_head_bytes
 from esurge_core.metrics import EngineMetrics, Monitoring
+from esurge_core.param_paths import node_at
 from esurge_core.platform import current_platform
 from esurge_core.plugin_manager import get_plugin_manager
 from esurge_core.runner.model_runner import ModelRunner, PendingStep
@@ -169,6 +171,7 @@ class eSurge:
         kv_cache_dtype = cfg.cache.kv_cache_dtype or cfg.model.dtype
         head_copy_bytes = (  # the runner packs weights only without tensor parallelism
             packed_lm_head_bytes(loaded.params, self.model.tied_lm_head_paths(), matmul_backend)
+            + greedy_head_bytes(_head_shape(self.model, loaded.params), matmul_backend)
             if self.parallel_plan is None
             else 0
         )
@@ -786,6 +789,23 @@ def _eos_ids(hf_config: dict, tokenizer: Any) -> frozenset[int]:
     if getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(int(tokenizer.eos_token_id))
     return frozenset(ids)
+
+
+def _head_shape(model, params: dict):
+    """The ``[hidden, vocab]`` shape and dtype of the head ``CausalLM.plain_lm_head`` will
+    name once the weights are packed (a tied embedding's transposed copy), or ``None``."""
+    import jax
+
+    if model.final_logit_softcap is not None:
+        return None
+    if "lm_head" in params:
+        head = params["lm_head"]
+        return jax.ShapeDtypeStruct(tuple(head.shape), head.dtype)
+    tied = model.tied_lm_head_paths()
+    if tied is None:
+        return None
+    embedding = node_at(params, tied[0])
+    return jax.ShapeDtypeStruct(tuple(embedding.shape[::-1]), embedding.dtype)
 
 
 def _tree_bytes(tree: Any) -> int:

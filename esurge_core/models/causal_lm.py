@@ -204,6 +204,14 @@ class CausalLM(ABC):
             The final-normed hidden states [T, hidden] (model dtype) and the updated caches.
         """
 
+    def plain_lm_head(self, params: dict):
+        """The ``[hidden, vocab]`` weight whose product with the hidden rows *is* the logits
+        (``params["lm_head"]``: untied, or the packed copy of a tied embedding), or ``None``
+        where ``compute_logits`` does more (a soft cap) or multiplies the embedding itself."""
+        if self.final_logit_softcap is not None or "lm_head" not in params:
+            return None
+        return params["lm_head"]
+
     def compute_logits(self, params: dict, hidden_rows: jax.Array) -> jax.Array:
         """Return float32[N, vocab] logits for hidden rows [N, hidden] (float32 accumulation)."""
         if "lm_head" in params:  # untied, or tied with a packed copy (tied_lm_head_paths)

@@ -9,7 +9,9 @@ Per step the runner
    what the request knows);
 3. calls one jitted function, forward + logits of the sampling rows + sampler, with the KV
    caches donated, so the cache is updated in place, and the step's inputs sent as one
-   buffer per dtype (``host_inputs``);
+   buffer per dtype (``host_inputs``); where the matmul backend offers it and every row is
+   greedy, the tokens come from the backend's argmax of the LM head instead of the logits
+   (``esurge_core.matmul.greedy_head``);
 4. copies back only the sampled token ids (and log-probabilities when a row asked for them).
 
 Sampling rows come first in ``logits_indices``, so the sampler's batch rows line up with them.
@@ -38,6 +40,7 @@ from esurge_core.engine.request import PENDING_TOKEN
 from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.matmul.backend import MatmulBackend
 from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
+from esurge_core.matmul.greedy_head import add_greedy_head, greedy_head_fn
 from esurge_core.models.causal_lm import CausalLM
 from esurge_core.models.fused_projections import held_weight_paths
 from esurge_core.parallel.tensor_parallel import TensorParallelPlan
@@ -45,6 +48,7 @@ from esurge_core.runner.buckets import bucket_for, power_of_two_buckets
 from esurge_core.runner.host_inputs import HostLayout, pack_host_arrays, unpack_host_arrays
 from esurge_core.sampling.batch import SamplingBatch, SamplingRow
 from esurge_core.sampling.sampler import SamplerOutput
+from esurge_core.sampling.sampler import sample as builtin_sample
 from esurge_core.scheduling.scheduler import ScheduledChunk
 
 logger = logging.getLogger(__name__)
@@ -148,6 +152,7 @@ class ModelRunner:
                 matmul_backend,
                 tied_lm_head=model.tied_lm_head_paths(),
             )
+            params = add_greedy_head(params, model.plain_lm_head(params), matmul_backend)
         # The step takes the params as a flat tuple of their arrays: flattening the nested
         # dicts (and the packed weights' dataclass nodes) on every call cost about 0.1 ms of
         # the host's time per step (docs/PERFORMANCE.md step 40).
@@ -204,9 +209,27 @@ class ModelRunner:
                     attention,
                 )
             rows = jnp.take(hidden, inputs.logits_indices, axis=0)
-            with use_matmul_backend(matmul_backend, inputs.metadata.num_seqs[0]):
-                logits = model.compute_logits(params, rows)
-            out = sample(logits, batch)
+            num_seqs = inputs.metadata.num_seqs[0]
+
+            def logits_then_sample(rows: jax.Array) -> SamplerOutput:
+                with use_matmul_backend(matmul_backend, num_seqs):
+                    logits = model.compute_logits(params, rows)
+                return sample(logits, batch)
+
+            greedy = (
+                greedy_head_fn(params, model.plain_lm_head(params), matmul_backend, batch)
+                if sample is builtin_sample
+                else None
+            )
+            if greedy is None:
+                out = logits_then_sample(rows)
+            else:  # every row greedy: the backend's argmax of the head, logits never formed
+                out = jax.lax.cond(
+                    jnp.all(batch.temperature <= 0),
+                    lambda rows: SamplerOutput(token_ids=greedy(rows, num_seqs)),
+                    logits_then_sample,
+                    rows,
+                )
             padded = jnp.zeros(max_seqs, jnp.int32).at[: out.token_ids.shape[0]].set(out.token_ids)
             return kv_caches, out, padded
 

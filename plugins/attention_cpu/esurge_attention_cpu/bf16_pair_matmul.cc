@@ -29,6 +29,7 @@
 
 #include "amx_tiles.h"
 #include "avx512_transpose.h"
+#include "bf16_rows.h"
 #include "gate_activations.h"
 #include "parallel_for.h"
 #include "xla_thread_pool.h"
@@ -63,15 +64,7 @@ inline int64_t TileChunkPasses(int64_t K) {
   return std::max<int64_t>(1, kTileChunkBytes / (esurge_cpu::amx::kPassRows * K * 2));
 }
 
-inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7F800000u) == 0x7F800000u) {
-    return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFFu) ? 0x40u : 0u));
-  }
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
+using esurge_cpu::F32ToBf16;
 
 // Prefetches the weights of the thread's next item a few cache lines per micro-kernel step,
 // so the memory system fetches them while the cores compute this item (without it a step's
@@ -226,18 +219,7 @@ void PackRows(const TX* x, int64_t rows, int64_t K, uint32_t* xp) {
     uint32_t* panel = xp + p * pairs * kRows;
     const int64_t end = std::min<int64_t>(rows, (p + 1) * kRows);
     for (int64_t r = p * kRows; r < end; ++r) {
-      const TX* src = x + r * K;
-      int64_t k = 0;
-      if constexpr (sizeof(TX) == 4) {
-        for (; k + kLanes <= K; k += kLanes) {
-          const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(bf16 + k), (__m256i)rounded);
-        }
-        for (; k < K; ++k) bf16[k] = F32ToBf16(src[k]);
-      } else {
-        std::memcpy(bf16, src, K * sizeof(uint16_t));
-      }
-      if (K % 2) bf16[K] = 0;
+      esurge_cpu::RoundRowToBf16(x + r * K, K, bf16);
       uint32_t* dst = panel + r % kRows;
       for (int64_t kp = 0; kp < pairs; ++kp) dst[kp * kRows] = row_pairs[kp];
     }

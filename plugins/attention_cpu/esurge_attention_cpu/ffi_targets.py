@@ -15,6 +15,7 @@ SMALL_MATMUL = "esurge_cpu_small_matmul"
 BF16_PAIR_MATMUL = "esurge_cpu_bf16_pair_matmul"
 BF16_PACKED_MATMUL = "esurge_cpu_bf16_packed_matmul"
 BF16_PACKED_GATED_MATMUL = "esurge_cpu_bf16_packed_gated_matmul"
+BF16_GREEDY_HEAD = "esurge_cpu_bf16_greedy_head"
 #: FFI target name -> exported handler symbol of the library.
 _HANDLERS = {
     RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
@@ -23,6 +24,7 @@ _HANDLERS = {
     BF16_PAIR_MATMUL: "EsurgeBf16PairMatmul",
     BF16_PACKED_MATMUL: "EsurgeBf16PackedMatmul",
     BF16_PACKED_GATED_MATMUL: "EsurgeBf16PackedGatedMatmul",
+    BF16_GREEDY_HEAD: "EsurgeBf16GreedyHead",
 }
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -55,6 +57,18 @@ def bf16_pairs_available() -> bool:
     register_ffi_targets()
     assert _library is not None
     return bool(_library.EsurgeBf16PairMatmulAvailable())
+
+
+def greedy_head_available() -> bool:
+    """Whether the library was built with AVX512-BF16 and AVX512-VNNI (``bf16_greedy_head``
+    can run here).
+
+    Raises:
+        NativeBuildError: the kernels could not be compiled on this machine.
+    """
+    register_ffi_targets()
+    assert _library is not None
+    return bool(_library.EsurgeGreedyHeadAvailable())
 
 
 def amx_tiles_usable() -> bool:

@@ -19,7 +19,18 @@ from esurge_attention_cpu.bf16_pair_matmul import (
     pack_bf16_weight,
     unpack_bf16_weight,
 )
-from esurge_attention_cpu.ffi_targets import bf16_pairs_available, register_ffi_targets
+from esurge_attention_cpu.ffi_targets import (
+    amx_tiles_usable,
+    bf16_pairs_available,
+    greedy_head_available,
+    register_ffi_targets,
+)
+from esurge_attention_cpu.greedy_head import (
+    GREEDY_MAX_K,
+    GreedyScreen,
+    bf16_greedy_head,
+    pack_greedy_screen,
+)
 from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
 from esurge_core.matmul.backend import xla_matmul
 from esurge_core.matmul.packed_weight import PackedWeight
@@ -44,6 +55,13 @@ PAIR_REAL_ROWS_FRACTION = 0.85
 PACKED_LAYOUT = "bf16_pairs_64"
 #: Set to 0 to keep weights as loaded (the kernels then re-arrange them in every product).
 PACK_WEIGHTS_ENV = "ESURGE_CPU_PACK_WEIGHTS"
+#: Steps of at most this many padded rows (the smallest sequence bucket) take their greedy
+#: tokens from ``bf16_greedy_head``; not where products of that many rows may run on the AMX
+#: tile unit, whose sums the kernel does not reproduce.
+GREEDY_HEAD_MAX_ROWS = 8
+AMX_MIN_ROWS = 8
+#: Set to 0 to compute every greedy step's logits (no int8 screen of the LM head).
+GREEDY_HEAD_ENV = "ESURGE_CPU_GREEDY_HEAD"
 
 
 @dataclass(frozen=True)
@@ -73,11 +91,13 @@ class CPUMatmulBackend:
     max_rows: int = DEFAULT_MAX_ROWS
     max_pair_rows: int = DEFAULT_MAX_PAIR_ROWS
     pack_weights: bool = field(default_factory=lambda: os.environ.get(PACK_WEIGHTS_ENV, "1") != "0")
+    greedy_screen: bool = field(default_factory=lambda: os.environ.get(GREEDY_HEAD_ENV, "1") != "0")
     bf16_pairs: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         register_ffi_targets()
         object.__setattr__(self, "bf16_pairs", bf16_pairs_available())
+        object.__setattr__(self, "greedy_screen", self.greedy_screen and greedy_head_available())
 
     def packs_weight(self, w) -> bool:
         """Whether ``pack_weight`` packs a weight of ``w``'s shape and dtype."""
@@ -93,6 +113,32 @@ class CPUMatmulBackend:
         if not self.packs_weight(w):
             return None
         return PackedWeight(_pack(w), tuple(w.shape), w.dtype, PACKED_LAYOUT, unpack_bf16_weight)
+
+    # ------------------------------------------------------ greedy tokens (matmul.greedy_head)
+
+    def greedy_head_bytes(self, head) -> int:
+        """Bytes of ``pack_greedy_head``'s screen for a ``[K, N]`` head (0: none)."""
+        k, n = head.shape
+        if not (self.greedy_screen and self.packs_weight(head)):
+            return 0
+        if n % PACKED_BLOCK_COLUMNS or k > GREEDY_MAX_K:
+            return 0
+        return 2 * (-(-k // 2)) * n + 3 * 4 * n
+
+    def pack_greedy_head(self, head: PackedWeight) -> GreedyScreen | None:
+        """The int8 screen of a head this backend packed (``greedy_head.pack_greedy_screen``)."""
+        if not self.greedy_screen or head.layout != PACKED_LAYOUT:
+            return None
+        return pack_greedy_screen(head.data, head.shape)
+
+    def takes_greedy_head(self, rows: int) -> bool:
+        limit = AMX_MIN_ROWS - 1 if amx_tiles_usable() else GREEDY_HEAD_MAX_ROWS
+        return self.greedy_screen and rows <= limit
+
+    def greedy_head(self, x, head: PackedWeight, screen: GreedyScreen, num_rows) -> jax.Array:
+        return bf16_greedy_head(x, head.data, screen, num_rows)
+
+    # ------------------------------------------------------------------------ products
 
     def handles(self, x, w, *, transpose_w: bool, out_dtype) -> bool:
         if len(x.shape) != 2 or len(w.shape) != 2:

@@ -23,6 +23,7 @@ SOURCES = (
     _HERE / "ragged_paged_attention.cc",
     _HERE / "small_matmul.cc",
     _HERE / "bf16_pair_matmul.cc",
+    _HERE / "greedy_head.cc",
 )
 # Every header the sources include (all of them are in this directory).
 HEADERS = tuple(sorted(_HERE.glob("*.h")))
