@@ -29,6 +29,10 @@ num_rows, *, activation: str, out_dtype)``, returning ``act(x @ w[:, :N/2]) * (x
 N/2:])`` ``[M, N / 2]`` for an activation named as in ``esurge_core.models.activations``
 (``silu``, ``gelu_tanh``, ...), with the product's semantics above and the activation in fp32
 where ``out_dtype`` is fp32 (``esurge_core.matmul.dispatch.gated_matmul``).
+
+A backend may also give a step's greedy tokens straight from the hidden rows without
+computing every logit (``pack_greedy_head``, ``greedy_head_bytes``, ``takes_greedy_head``,
+``greedy_head``; see ``esurge_core.matmul.greedy_head``).
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ class CPUMatmulBackend:
     * everything else: XLA.
 
     It also fuses a gated MLP's gate/up product with its activation (``gated_matmul``,
-    ``bf16_packed_gated_matmul``) for packed weights on a CPU with AVX512-BF16.
+    ``bf16_packed_gated_matmul``) for packed weights on a CPU with AVX512-BF16, and gives the
+    greedy tokens of small all-greedy steps from an int8 screen of the packed LM head
+    (``greedy_head``, ``bf16_greedy_head``; AVX512-BF16 and AVX512-VNNI).
 
     Creating the backend builds the kernels for this machine if they are not cached yet, so a
     missing compiler is reported when the engine starts, not in the middle of tracing.
