@@ -29,6 +29,8 @@ _FP32_UNIT_ROUNDOFF = 2.0**-24
 #: x is quantised to integers of at most this magnitude (``kXLevels`` in the kernel), so
 #: its grid error is at most half a step, widened here for the rounding of the step.
 _X_GRID_HALF_STEP = 0.5 * (1.0 + 1e-5)
+#: Columns packed per float64 slice (bounds the memory packing takes beside the head).
+_PACK_COLUMNS = 4096
 
 
 @partial(
@@ -76,22 +78,26 @@ def pack_greedy_screen(head_packed: jax.Array, shape: tuple[int, int]) -> Greedy
     k, n = shape
     if n % PACKED_BLOCK_COLUMNS or k > GREEDY_MAX_K or k == 0:
         return None
-    w = np.asarray(unpack_bf16_weight(head_packed, shape).astype(jnp.float32), np.float64)
+    w = np.asarray(unpack_bf16_weight(head_packed, shape).astype(jnp.float32))
     if not np.isfinite(w).all():
         return None
-    largest = np.abs(w).max(axis=0)  # [N]
-    scale = (largest / 127.0).astype(np.float32)
-    safe = np.where(scale > 0, scale, 1.0).astype(np.float64)
-    q = np.clip(np.rint(w / safe), -127, 127)
-    q[:, scale == 0] = 0
-    scale64 = scale.astype(np.float64)
-    err = np.abs(w - q * scale64).max(axis=0)
-    err_l1 = (err + 2 * k * _FP32_UNIT_ROUNDOFF * largest) * (1.0 + 1e-6)
-    err_t = _X_GRID_HALF_STEP * scale64 * np.abs(q).sum(axis=0) * (1.0 + 1e-6)
+    scale = np.empty(n, np.float32)
+    err_l1 = np.empty(n, np.float64)
+    err_t = np.empty(n, np.float64)
+    q8 = np.zeros((2 * (-(-k // 2)), n), np.int8)
+    for start in range(0, n, _PACK_COLUMNS):  # float64 a slice of columns at a time
+        cols = slice(start, start + _PACK_COLUMNS)
+        chunk = w[:, cols].astype(np.float64)
+        largest = np.abs(chunk).max(axis=0)
+        scale[cols] = (largest / 127.0).astype(np.float32)
+        scale64 = scale[cols].astype(np.float64)
+        q = np.clip(np.rint(chunk / np.where(scale64 > 0, scale64, 1.0)), -127, 127)
+        err = np.abs(chunk - q * scale64).max(axis=0)
+        err_l1[cols] = (err + 2 * k * _FP32_UNIT_ROUNDOFF * largest) * (1.0 + 1e-6)
+        err_t[cols] = _X_GRID_HALF_STEP * scale64 * np.abs(q).sum(axis=0) * (1.0 + 1e-6)
+        q8[:k, cols] = q.astype(np.int8)
     pairs = -(-k // 2)
     blocks = n // PACKED_BLOCK_COLUMNS
-    q8 = np.zeros((2 * pairs, n), np.int8)
-    q8[:k] = q.astype(np.int8)
     # [2p + h, 64b + j] -> [b, p, j, h]
     q8 = q8.reshape(pairs, 2, blocks, PACKED_BLOCK_COLUMNS).transpose(2, 0, 3, 1)
     return GreedyScreen(
