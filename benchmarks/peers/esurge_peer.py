@@ -7,9 +7,9 @@ Precisions: ``float32``; ``bf16-weights`` (bfloat16 weights, float32 activations
 activations); ``bfloat16`` (weights, activations and KV cache in bf16). A precision may
 be followed by engine choices, e.g. ``bf16-weights-kv,matmul=xla`` (keys: ``attention``,
 ``matmul``, ``max_num_batched_tokens``, ``page_size``), or the process choice
-``malloc=default`` (start without ``esurge_core.host_malloc``'s settings) or ``pack=off``
-(the ``cpu`` matmul backend keeps the weights as loaded), to measure one change against its
-baseline in the same run. The
+``malloc=default`` (start without ``esurge_core.host_malloc``'s settings), ``pack=off``
+(the ``cpu`` matmul backend keeps the weights as loaded) or ``greedy_head=off`` (it computes
+every logit of all-greedy steps), to measure one change against its baseline in the same run. The
 model is the packaged SmolLM2 GGUF, dequantised at load (the same values as the peers' HF
 folder). Workloads:
 
@@ -75,9 +75,15 @@ CHOICE_KEYS = {
 #: Process choices a setting may name (not engine keywords), and their allowed values:
 #: ``malloc=default`` starts the engine without eSurge's malloc settings
 #: (``esurge_core.host_malloc``), to measure them against the default ``malloc=tuned``;
-#: ``pack=off`` sets ``ESURGE_CPU_PACK_WEIGHTS=0`` (weights not packed at load).
+#: ``pack=off`` sets ``ESURGE_CPU_PACK_WEIGHTS=0`` (weights not packed at load);
+#: ``greedy_head=off`` sets ``ESURGE_CPU_GREEDY_HEAD=0`` (no int8 screen of the LM head).
 PACK_WEIGHTS_VARIABLE = "ESURGE_CPU_PACK_WEIGHTS"
-PROCESS_CHOICES = {"malloc": ("tuned", "default"), "pack": ("on", "off")}
+GREEDY_HEAD_VARIABLE = "ESURGE_CPU_GREEDY_HEAD"
+PROCESS_CHOICES = {
+    "malloc": ("tuned", "default"),
+    "pack": ("on", "off"),
+    "greedy_head": ("on", "off"),
+}
 
 
 def _choices(setting: str) -> tuple[str, dict[str, str | int], dict[str, str]]:
@@ -122,6 +128,8 @@ def process_env(setting: str) -> dict[str, str]:
         env[OPT_OUT_VARIABLE] = "0"
     if process.get("pack") == "off":
         env[PACK_WEIGHTS_VARIABLE] = "0"
+    if process.get("greedy_head") == "off":
+        env[GREEDY_HEAD_VARIABLE] = "0"
     return env
 
 
@@ -281,6 +289,7 @@ def offline(workload_file: Path, out: Path) -> dict:
 
     malloc = "tuned" if malloc_is_tuned() else "default"
     packing = "off" if os.environ.get(PACK_WEIGHTS_VARIABLE) == "0" else "on"
+    greedy_head = "off" if os.environ.get(GREEDY_HEAD_VARIABLE) == "0" else "on"
     engine = workload_engine(precision)
     backends = f"attention {engine.attention_backend_name}, matmul {engine.matmul_backend_name}"
     timed_compilations: dict[str, int] = {}
@@ -307,7 +316,9 @@ def offline(workload_file: Path, out: Path) -> dict:
         "version": __version__,
         "settings": (
             f"{engine_options(precision)}, {backends}, malloc {malloc}, "
-            f"weight packing {packing}, " + json.dumps(ENGINE) + ", "
+            f"weight packing {packing}, greedy head screen {greedy_head}, "
+            + json.dumps(ENGINE)
+            + ", "
             "prefix caching on (W4 also off), greedy, ignore_eos; warm prompts run first "
             "(W1 / W4 until a run compiles nothing); step compilations in timed runs: "
             + json.dumps(timed_compilations)

@@ -95,6 +95,7 @@ def test_esurge_peer_process_choices_become_environment_variables():
     assert peer.process_env("bf16-weights-kv") == {}
     env = peer.process_env("bf16-weights-kv,malloc=default,pack=off")
     assert env == {"ESURGE_TUNE_MALLOC": "0", "ESURGE_CPU_PACK_WEIGHTS": "0"}
+    assert peer.process_env("bf16-weights-kv,greedy_head=off") == {"ESURGE_CPU_GREEDY_HEAD": "0"}
     assert peer.engine_options("bf16-weights-kv,pack=off") == peer.engine_options("bf16-weights-kv")
     with pytest.raises(ValueError, match=r"pack must be one of \['on', 'off'\]"):
         peer.process_env("float32,pack=maybe")
