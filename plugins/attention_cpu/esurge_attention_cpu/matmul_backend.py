@@ -59,6 +59,8 @@ PACK_WEIGHTS_ENV = "ESURGE_CPU_PACK_WEIGHTS"
 #: tokens from ``bf16_greedy_head``; not where products of that many rows may run on the AMX
 #: tile unit, whose sums the kernel does not reproduce.
 GREEDY_HEAD_MAX_ROWS = 8
+#: Products of this many real rows or more run on the AMX tile unit where it is usable
+#: (``kMinRows`` in ``amx_tiles.h``).
 AMX_MIN_ROWS = 8
 #: Set to 0 to compute every greedy step's logits (no int8 screen of the LM head).
 GREEDY_HEAD_ENV = "ESURGE_CPU_GREEDY_HEAD"
@@ -134,10 +136,12 @@ class CPUMatmulBackend:
         return pack_greedy_screen(head.data, head.shape)
 
     def takes_greedy_head(self, rows: int) -> bool:
+        """Whether a step of ``rows`` padded rows takes its greedy tokens from the screen."""
         limit = AMX_MIN_ROWS - 1 if amx_tiles_usable() else GREEDY_HEAD_MAX_ROWS
         return self.greedy_screen and rows <= limit
 
     def greedy_head(self, x, head: PackedWeight, screen: GreedyScreen, num_rows) -> jax.Array:
+        """Each real row's greedy token of ``x @ head`` (``bf16_greedy_head``)."""
         return bf16_greedy_head(x, head.data, screen, num_rows)
 
     # ------------------------------------------------------------------------ products
