@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/greedy_head_times.py --pairs 12
     .venv/bin/python benchmarks/greedy_head_times.py --candidates --hf-folder /work/peers/smollm2-hf
+    .venv/bin/python benchmarks/greedy_head_times.py --kernel-rows 1 2 4 8
 
 Two engines (SmolLM2-135M-Instruct, bf16 weights and KV cache, as W1-W4 run it), one with
 ``ESURGE_CPU_GREEDY_HEAD=1`` (greedy tokens from the LM head's int8 screen, see
@@ -9,6 +10,10 @@ docs/matmul.md) and one with ``0`` (every logit computed), stream the same 128-t
 for 128 greedy tokens in turn, alternating which goes first; prints each one's mean time
 between tokens per pair, the medians, how many pairs the screen won, and checks the tokens
 are the same.
+
+``--kernel-rows`` instead times the kernel alone against the packed product and the argmax
+it replaces, on a random SmolLM2-sized head (576 x 49152) with 256 MB streamed between calls
+(as the rest of a decode step streams its weights): median of 15 calls per row count.
 
 ``--candidates`` instead counts, for the final hidden rows of greedy decoding under Hugging
 Face transformers (torch; the folder ``benchmarks/peers/build_hf_folder.py`` writes), how
@@ -71,6 +76,47 @@ def compare(pairs: int) -> None:
         engine.close()
 
 
+def kernel_rows(row_counts: list[int]) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from esurge_attention_cpu.bf16_pair_matmul import bf16_packed_matmul, pack_bf16_weight
+    from esurge_attention_cpu.greedy_head import bf16_greedy_head, pack_greedy_screen
+
+    from esurge_core.sampling.sampler import first_argmax
+
+    rng = np.random.default_rng(0)
+    k, n = 576, 49152
+    packed = jax.jit(pack_bf16_weight)(
+        jnp.asarray(rng.standard_normal((k, n)) * 0.05, jnp.bfloat16)
+    )
+    screen = pack_greedy_screen(packed, (k, n))
+    flush = jnp.ones((64 << 20,), jnp.float32)
+    stream = jax.jit(lambda a: a.sum())
+
+    def product_then_argmax(x, rows):
+        return first_argmax(bf16_packed_matmul(x, packed, rows, n=n, out_dtype=jnp.float32))
+
+    ways = {
+        "product + argmax": jax.jit(product_then_argmax),
+        "screen": jax.jit(lambda x, rows: bf16_greedy_head(x, packed, screen, rows)),
+    }
+    x = jnp.asarray(rng.standard_normal((max(row_counts), k)), jnp.float32)
+    for count in row_counts:
+        rows = jnp.int32(count)
+        medians = {}
+        for name, way in ways.items():
+            way(x, rows).block_until_ready()
+            seconds = []
+            for _ in range(15):
+                stream(flush).block_until_ready()
+                start = time.perf_counter()
+                way(x, rows).block_until_ready()
+                seconds.append(time.perf_counter() - start)
+            medians[name] = statistics.median(seconds) * 1e3
+        print(", ".join([f"{count} rows"] + [f"{k} {v:.2f} ms" for k, v in medians.items()]))
+
+
 def candidates(hf_folder: str, prompts: int, new_tokens: int) -> None:
     import jax.numpy as jnp
     import numpy as np
@@ -120,11 +166,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=12)
     parser.add_argument("--candidates", action="store_true")
+    parser.add_argument("--kernel-rows", type=int, nargs="+")
     parser.add_argument("--hf-folder", default="/work/peers/smollm2-hf")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
-    if args.candidates:
+    if args.kernel_rows:
+        kernel_rows(args.kernel_rows)
+    elif args.candidates:
         candidates(args.hf_folder, args.prompts, args.new_tokens)
     else:
         compare(args.pairs)
