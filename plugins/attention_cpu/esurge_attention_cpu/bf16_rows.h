@@ -1,6 +1,6 @@
 // Rounding activations to bf16 the way the weight products read them: shared by the packed
 // products (bf16_pair_matmul.cc) and the greedy LM head (greedy_head.cc), whose exact logits
-// must be bitwise the products' own.
+// must be bitwise the products' own; F32ToBf16 also by small_matmul.cc.
 
 #ifndef ESURGE_BF16_ROWS_H_
 #define ESURGE_BF16_ROWS_H_

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16_rows.h"
 #include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -71,15 +72,7 @@ inline float Bf16ToF32(uint16_t h) {
   return f;
 }
 
-inline uint16_t F32ToBf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof bits);
-  if ((bits & 0x7F800000u) == 0x7F800000u) {
-    return static_cast<uint16_t>((bits >> 16) | ((bits & 0xFFFFu) ? 0x40u : 0u));
-  }
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
+using esurge_cpu::F32ToBf16;  // round to nearest even; NaN stays NaN
 
 // Loads kLanes weights as fp32 (bf16 widens exactly).
 inline FVec LoadLanes(const float* p) {
