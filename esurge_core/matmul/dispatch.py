@@ -49,6 +49,12 @@ def use_matmul_backend(backend: MatmulBackend | None, num_rows: jax.Array) -> It
         _active.reset(token)
 
 
+def active_backend() -> MatmulBackend | None:
+    """The backend ``use_matmul_backend`` made active for the tracing in progress, if any."""
+    active = _active.get()
+    return None if active is None else active.backend
+
+
 def matmul(
     x: jax.Array, w: jax.Array | PackedWeight, *, transpose_w: bool = False, out_dtype=None
 ) -> jax.Array:

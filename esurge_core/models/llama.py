@@ -23,7 +23,7 @@ from esurge_core.models.activations import activation
 from esurge_core.models.attention_pattern import LayerAttention
 from esurge_core.models.causal_lm import CausalLM
 from esurge_core.models.hf_config import config_value
-from esurge_core.models.norms import rms_norm
+from esurge_core.models.norms import add_rms_norm, rms_norm
 from esurge_core.models.paged_attention import AttentionKernels, paged_attention
 from esurge_core.models.params import ParamSpec
 from esurge_core.models.rope import (
@@ -142,9 +142,16 @@ class LlamaFamilyForCausalLM(CausalLM):
         cos, sin = rope_angles(positions, self.inv_freq)
         x = embed_tokens(params["embed_tokens"], input_ids, self.dtype)
         new_caches = []
+        # The residual adds are applied with the norm after them (add_rms_norm, which a
+        # matmul backend may fuse): `delta` is the last block's output, not yet added to x.
+        delta = None
         for i, layer in enumerate(params["layers"]):
             p = layer["attn"]
-            q, k, v = project_qkv(p, rms_norm(x, layer["input_norm"], eps), self.attention_shape)
+            if delta is None:
+                normed = rms_norm(x, layer["input_norm"], eps)
+            else:
+                x, normed = add_rms_norm(x, delta, layer["input_norm"], eps)
+            q, k, v = project_qkv(p, normed, self.attention_shape)
             if self.qk_norm:
                 q = rms_norm(q, p["q_norm"], eps)
                 k = rms_norm(k, p["k_norm"], eps)
@@ -161,6 +168,9 @@ class LlamaFamilyForCausalLM(CausalLM):
                 sm_scale=self.sm_scale,
             )
             new_caches.append(cache)
-            x = x + project_output(p, out)
-            x = x + gated_mlp(layer["mlp"], rms_norm(x, layer["post_attn_norm"], eps), self.act)
-        return rms_norm(x, params["final_norm"], eps), tuple(new_caches)
+            x, normed = add_rms_norm(x, project_output(p, out), layer["post_attn_norm"], eps)
+            delta = gated_mlp(layer["mlp"], normed, self.act)
+        if delta is None:
+            return rms_norm(x, params["final_norm"], eps), tuple(new_caches)
+        _, normed = add_rms_norm(x, delta, params["final_norm"], eps)
+        return normed, tuple(new_caches)

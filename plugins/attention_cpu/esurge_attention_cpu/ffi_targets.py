@@ -16,6 +16,7 @@ BF16_PAIR_MATMUL = "esurge_cpu_bf16_pair_matmul"
 BF16_PACKED_MATMUL = "esurge_cpu_bf16_packed_matmul"
 BF16_PACKED_GATED_MATMUL = "esurge_cpu_bf16_packed_gated_matmul"
 BF16_GREEDY_HEAD = "esurge_cpu_bf16_greedy_head"
+ADD_RMS_NORM = "esurge_cpu_add_rms_norm"
 #: FFI target name -> exported handler symbol of the library.
 _HANDLERS = {
     RAGGED_PAGED_ATTENTION: "EsurgeRaggedPagedAttention",
@@ -25,6 +26,7 @@ _HANDLERS = {
     BF16_PACKED_MATMUL: "EsurgeBf16PackedMatmul",
     BF16_PACKED_GATED_MATMUL: "EsurgeBf16PackedGatedMatmul",
     BF16_GREEDY_HEAD: "EsurgeBf16GreedyHead",
+    ADD_RMS_NORM: "EsurgeAddRmsNorm",
 }
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None

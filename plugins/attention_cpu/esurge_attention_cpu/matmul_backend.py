@@ -31,6 +31,8 @@ from esurge_attention_cpu.greedy_head import (
     bf16_greedy_head,
     pack_greedy_screen,
 )
+from esurge_attention_cpu.residual_norm import WEIGHT_DTYPES as NORM_WEIGHT_DTYPES
+from esurge_attention_cpu.residual_norm import add_rms_norm
 from esurge_attention_cpu.small_matmul import SUPPORTED_DTYPES, small_matmul
 from esurge_core.matmul.backend import xla_matmul
 from esurge_core.matmul.packed_weight import PackedWeight
@@ -64,6 +66,8 @@ GREEDY_HEAD_MAX_ROWS = 8
 AMX_MIN_ROWS = 8
 #: Set to 0 to compute every greedy step's logits (no int8 screen of the LM head).
 GREEDY_HEAD_ENV = "ESURGE_CPU_GREEDY_HEAD"
+#: Set to 0 to leave each residual add and RMSNorm to XLA (no ``add_rms_norm`` kernel).
+FUSED_NORMS_ENV = "ESURGE_CPU_FUSED_NORMS"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class CPUMatmulBackend:
     max_pair_rows: int = DEFAULT_MAX_PAIR_ROWS
     pack_weights: bool = field(default_factory=lambda: os.environ.get(PACK_WEIGHTS_ENV, "1") != "0")
     greedy_screen: bool = field(default_factory=lambda: os.environ.get(GREEDY_HEAD_ENV, "1") != "0")
+    fused_norms: bool = field(default_factory=lambda: os.environ.get(FUSED_NORMS_ENV, "1") != "0")
     bf16_pairs: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +122,22 @@ class CPUMatmulBackend:
         if not self.packs_weight(w):
             return None
         return PackedWeight(_pack(w), tuple(w.shape), w.dtype, PACKED_LAYOUT, unpack_bf16_weight)
+
+    # ------------------------------------------- residual add + RMSNorm (models.norms)
+
+    def takes_add_rms_norm(self, x, weight) -> bool:
+        """Whether ``add_rms_norm`` takes float32 rows ``x [M, K]`` with ``weight [K]``."""
+        return (
+            self.fused_norms
+            and len(x.shape) == 2
+            and jnp.dtype(x.dtype).name == "float32"
+            and tuple(weight.shape) == (x.shape[1],)
+            and jnp.dtype(weight.dtype).name in NORM_WEIGHT_DTYPES
+        )
+
+    def add_rms_norm(self, x, delta, weight, eps: float):
+        """``(x + delta, rms_norm(x + delta, weight, eps))`` in one native call."""
+        return add_rms_norm(x, delta, weight, eps)
 
     # ------------------------------------------------------ greedy tokens (matmul.greedy_head)
 

@@ -24,6 +24,7 @@ SOURCES = (
     _HERE / "small_matmul.cc",
     _HERE / "bf16_pair_matmul.cc",
     _HERE / "greedy_head.cc",
+    _HERE / "residual_norm.cc",
 )
 # Every header the sources include (all of them are in this directory).
 HEADERS = tuple(sorted(_HERE.glob("*.h")))
