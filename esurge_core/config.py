@@ -106,6 +106,17 @@ class SchedulerConfig(_Section):
             "step for the same cores, only ahead of steps of at most 16 sequences."
         ),
     )
+    engine_thread_nice: int | None = Field(
+        None,
+        ge=-20,
+        le=19,
+        description=(
+            "Nice value of the engine's step-loop thread (Linux; -20 to 19; lower runs "
+            "first). Below the process's value it lets the loop preempt the kernels' threads "
+            "on a CPU, and needs CAP_SYS_NICE (or RLIMIT_NICE); where it is not allowed, the "
+            "loop keeps the process's value and a warning says so. Default: unchanged."
+        ),
+    )
 
 
 class RuntimeConfig(_Section):

@@ -61,6 +61,8 @@ def test_defaults_are_valid():
         ("min_input_pad", 0, "greater than or equal to 1"),
         ("dtype", "float16", "'float32' or 'bfloat16'"),
         ("kv_cache_memory", 10, "greater than or equal to 1048576"),
+        ("engine_thread_nice", -21, "greater than or equal to -20"),
+        ("engine_thread_nice", 20, "less than or equal to 19"),
     ],
 )
 def test_invalid_value_error_names_field_value_and_range(field, value, fragment):
@@ -134,6 +136,7 @@ def test_dtype_flags_reach_the_engine_keywords():
         ([], {}),
         (["--async-scheduling"], {"async_scheduling": True}),
         (["--no-async-scheduling"], {"async_scheduling": False}),
+        (["--engine-thread-nice", "-5"], {"engine_thread_nice": -5}),
     ],
 )
 def test_async_scheduling_flag_is_on_off_or_the_platform_default(flags, expected):

@@ -71,6 +71,7 @@ CHOICE_KEYS = {
     "max_num_batched_tokens": int,
     "page_size": int,
     "async_scheduling": on_off,
+    "engine_thread_nice": int,
 }
 #: Process choices a setting may name (not engine keywords), and their allowed values:
 #: ``malloc=default`` starts the engine without eSurge's malloc settings

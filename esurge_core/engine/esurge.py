@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -143,6 +144,7 @@ class eSurge:
         # Whether a step may be planned while the last one runs, and of steps of how many
         # sequences at most (None: any).
         self.async_scheduling = cfg.scheduler.async_scheduling is not False
+        self.engine_thread_nice = cfg.scheduler.engine_thread_nice
         self.plan_ahead_max_seqs = (
             CPU_PLAN_AHEAD_MAX_SEQS
             if cfg.scheduler.async_scheduling is None and platform == "cpu"
@@ -465,6 +467,8 @@ class eSurge:
             self._thread.start()
 
     def _loop(self) -> None:
+        if self.engine_thread_nice is not None:
+            _set_thread_nice(self.engine_thread_nice)
         try:
             while not self._closed:
                 with self._wakeup:
@@ -738,6 +742,26 @@ class eSurge:
             return prompt.get("prompt"), ids
         raise TypeError(
             f"a prompt is a string or {{'prompt_token_ids': [...]}}; got {type(prompt).__name__}"
+        )
+
+
+def _set_thread_nice(value: int) -> None:
+    """Give the calling thread nice ``value`` (Linux: a thread's own scheduling priority).
+
+    On a CPU the step loop's host work (planning, packing, the jitted call, applying tokens)
+    runs beside the kernels' threads on the same cores; a value below theirs lets it preempt
+    them when it wakes and hand the next step over sooner (docs/PERFORMANCE.md step 46).
+    Lowering a thread's nice value needs CAP_SYS_NICE or RLIMIT_NICE; without them the thread
+    keeps the process's value and a warning says so."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), value)
+    except (OSError, AttributeError) as exc:  # no permission, or not Linux
+        logger.warning(
+            "engine_thread_nice=%d could not be set (%s); the engine thread keeps the "
+            "process's nice value %d",
+            value,
+            exc,
+            os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0,
         )
 
 

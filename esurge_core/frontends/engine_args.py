@@ -48,6 +48,13 @@ def add_engine_arguments(
     group.add_argument("--scheduler", default=None, help="scheduling policy (default: fcfs)")
     group.add_argument("--no-prefix-caching", action="store_true")
     group.add_argument(
+        "--engine-thread-nice",
+        type=int,
+        default=None,
+        help="nice value of the engine's step loop thread, -20..19 (below the process's needs "
+        "CAP_SYS_NICE; default: unchanged)",
+    )
+    group.add_argument(
         "--async-scheduling",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -71,6 +78,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "attention",
         "matmul",
         "scheduler",
+        "engine_thread_nice",
     )
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_prefix_caching:
