@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import statistics
-import time
 
 
 def main() -> None:
@@ -26,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 1 or not all(-20 <= v <= 19 for v in args.nice):
         parser.error("--pairs must be at least 1 and --nice values in -20..19")
-    from peers.esurge_peer import workload_engine
+    from peers.esurge_peer import timed_stream, workload_engine
 
     from esurge_core import SamplingParams
     from esurge_core.host_malloc import reexec_with_tuned_malloc
@@ -37,14 +36,7 @@ def main() -> None:
     rng = random.Random(0)
 
     def stream() -> tuple[float, float]:
-        prompt = [rng.randrange(100, 40000) for _ in range(128)]
-        start = time.perf_counter()
-        first = None
-        for out in engine.stream({"prompt_token_ids": prompt}, params):
-            if first is None and out.outputs[0].delta_token_ids:
-                first = time.perf_counter() - start
-        total = time.perf_counter() - start
-        return (total - first) * 1e3 / (params.max_tokens - 1), first * 1e3
+        return timed_stream(engine, [rng.randrange(100, 40000) for _ in range(128)], params)
 
     stream()  # compiles, and starts the loop thread
     stream()
@@ -54,7 +46,7 @@ def main() -> None:
     for pair in range(args.pairs):
         for value in args.nice if pair % 2 == 0 else args.nice[::-1]:
             os.setpriority(os.PRIO_PROCESS, thread, value)
-            token, first = stream()
+            first, token = stream()
             per_token[value].append(token)
             ttft[value].append(first)
     engine.close()

@@ -250,19 +250,24 @@ def _throughput(engine, spec: dict) -> tuple[float, int]:
     return generated / elapsed, engine.runner.num_compilations - compiled
 
 
+def timed_stream(engine, prompt: list[int], params) -> tuple[float, float]:
+    """Stream ``prompt`` through ``engine``; W2's TTFT and time per output token after the
+    first (ms), for ``params.max_tokens`` tokens (at least 2)."""
+    start = time.perf_counter()
+    first = None
+    for out in engine.stream({"prompt_token_ids": prompt}, params):
+        if first is None and out.outputs[0].delta_token_ids:
+            first = time.perf_counter() - start
+    total = time.perf_counter() - start
+    return first * 1000, (total - first) * 1000 / (params.max_tokens - 1)
+
+
 def _single(engine, spec: dict) -> tuple[float, float]:
     from esurge_core import SamplingParams
 
-    output_len = spec["output_len"]
-    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
-    for prompt in (spec["warm"], spec["prompt"]):  # the second run is timed
-        start = time.perf_counter()
-        first = None
-        for out in engine.stream({"prompt_token_ids": prompt}, params):
-            if first is None and out.outputs[0].delta_token_ids:
-                first = time.perf_counter() - start
-        total = time.perf_counter() - start
-    return first * 1000, (total - first) * 1000 / (output_len - 1)
+    params = SamplingParams(temperature=0, max_tokens=spec["output_len"], ignore_eos=True)
+    timed_stream(engine, spec["warm"], params)
+    return timed_stream(engine, spec["prompt"], params)
 
 
 def offline(workload_file: Path, out: Path) -> dict:
