@@ -137,6 +137,10 @@ class RuntimeConfig(_Section):
     use_aot_forward: bool = Field(
         False, description="Compile every bucket at start-up (with a progress bar)."
     )
+    huge_page_weights: bool = Field(
+        True,
+        description="On CPU under Linux, move the loaded weights into transparent huge pages.",
+    )
     runner_verbose: bool = Field(False, description="Log every compilation and step shape.")
     esurge_name: str | None = Field(
         None, max_length=128, description="Name shown in logs, metrics and /v1/models."

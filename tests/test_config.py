@@ -137,6 +137,8 @@ def test_dtype_flags_reach_the_engine_keywords():
         (["--async-scheduling"], {"async_scheduling": True}),
         (["--no-async-scheduling"], {"async_scheduling": False}),
         (["--engine-thread-nice", "-5"], {"engine_thread_nice": -5}),
+        (["--no-huge-page-weights"], {"huge_page_weights": False}),
+        (["--huge-page-weights"], {"huge_page_weights": True}),
     ],
 )
 def test_async_scheduling_flag_is_on_off_or_the_platform_default(flags, expected):

@@ -226,7 +226,10 @@ class eSurge:
             parallel_plan=self.parallel_plan,
             kv_cache_dtype=kv_cache_dtype,
             matmul_backend=matmul_backend,
+            huge_page_weights=cfg.runtime.huge_page_weights,
         )
+        if self.runner.huge_page_bytes:
+            logger.info("%.0f MB of weights in huge pages", self.runner.huge_page_bytes / 1e6)
         if cfg.runtime.use_aot_forward:
             compiled = self.runner.precompile(progress=True)
             logger.info("compiled %d step buckets ahead of time", compiled)

@@ -55,6 +55,13 @@ def add_engine_arguments(
         "CAP_SYS_NICE; default: unchanged)",
     )
     group.add_argument(
+        "--huge-page-weights",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="on CPU under Linux, move the loaded weights into transparent huge pages "
+        "(default: on)",
+    )
+    group.add_argument(
         "--async-scheduling",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -85,4 +92,6 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["enable_prefix_caching"] = False
     if args.async_scheduling is not None:
         kwargs["async_scheduling"] = args.async_scheduling
+    if args.huge_page_weights is not None:
+        kwargs["huge_page_weights"] = args.huge_page_weights
     return kwargs

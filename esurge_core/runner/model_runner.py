@@ -37,6 +37,7 @@ import numpy as np
 
 from esurge_core.attention.metadata import AttentionMetadata
 from esurge_core.engine.request import PENDING_TOKEN
+from esurge_core.host_huge_pages import back_with_huge_pages
 from esurge_core.kv_cache.manager import KVCacheManager
 from esurge_core.matmul.backend import MatmulBackend
 from esurge_core.matmul.dispatch import pack_matmul_weights, use_matmul_backend
@@ -116,6 +117,8 @@ class ModelRunner:
         kv_cache_dtype: dtype of the KV cache (default: the model's activation dtype).
         matmul_backend: computes the weight products it handles, told how many rows of the
             padded step are real (``None``: XLA computes every product).
+        huge_page_weights: move the params held in host memory into transparent huge pages
+            (``esurge_core.host_huge_pages``; on CPU under Linux, elsewhere nothing).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class ModelRunner:
         parallel_plan: TensorParallelPlan | None = None,
         kv_cache_dtype: str | None = None,
         matmul_backend: MatmulBackend | None = None,
+        huge_page_weights: bool = False,
     ) -> None:
         self.model = model
         # A backend whose work follows each sequence's kv_len, whatever the page table's width,
@@ -159,6 +163,8 @@ class ModelRunner:
         leaves, param_treedef = jax.tree.flatten(params)
         self._param_leaves = tuple(leaves)
         self._param_treedef = param_treedef
+        #: Bytes of the params moved into transparent huge pages (0: none).
+        self.huge_page_bytes = back_with_huge_pages(leaves) if huge_page_weights else 0
         self.kv_cache = kv_cache
         self.page_size = kv_cache.page_size
         self.num_groups = len(kv_cache.groups)
