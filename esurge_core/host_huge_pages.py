@@ -112,5 +112,7 @@ def back_with_huge_pages(arrays: Iterable[jax.Array]) -> int:
         if code == errno.EINVAL:  # a kernel without MADV_COLLAPSE: no range will do better
             logger.debug("MADV_COLLAPSE is not supported here; weights stay in small pages")
             break
-        logger.debug("MADV_COLLAPSE of %d bytes failed: %s", last - first, errno.errorcode.get(code, code))
+        logger.debug(
+            "MADV_COLLAPSE of %d bytes failed: %s", last - first, errno.errorcode.get(code, code)
+        )
     return moved
