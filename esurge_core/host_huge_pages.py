@@ -2,12 +2,13 @@
 
 A decode step of a small batch reads every weight from memory once: about 240 MB a step for
 SmolLM2-135M with bf16 weights. XLA's CPU client allocates them with ``malloc``, whose heap
-this kernel backs with 4 KiB pages unless told otherwise (transparent huge pages in
-``madvise`` mode, the common default), so each step walks some 60,000 pages. Moving the
-weights into 2 MiB pages once they are loaded made the step's weight products stream faster
-on the 2-core Zen 4 kind: 30 layers of SmolLM2's products at one row 10.33 against 10.89 ms
-(medians, faster in 28 of 40 alternations), W2-shaped streams 3% faster
-(docs/PERFORMANCE.md step 47).
+Linux backs with 4 KiB pages where transparent huge pages are in ``madvise`` mode (as on the
+machines measured here) unless told otherwise, so each step walks some 60,000 pages. Moving
+the weights into 2 MiB pages once they are loaded made the step's weight products stream
+faster on the 2-core Zen 4 kind: 30 layers of SmolLM2's products at one row 10.33 against
+10.89 ms (medians, faster in 28 of 40 alternations), W2-shaped streams 3-9% and W1-shaped
+batches 4% faster (docs/PERFORMANCE.md step 47). In ``always`` mode the heap may already be
+in huge pages, and the call changes little.
 
 :func:`back_with_huge_pages` advises the memory under the given arrays with
 ``MADV_HUGEPAGE`` and collapses it at once with ``MADV_COLLAPSE`` (Linux 6.1 and later). The
