@@ -262,12 +262,17 @@ def timed_stream(engine, prompt: list[int], params) -> tuple[float, float]:
     return first * 1000, (total - first) * 1000 / (params.max_tokens - 1)
 
 
-def _single(engine, spec: dict) -> tuple[float, float]:
+def _single(engine, spec: dict) -> tuple[float, float, int]:
+    """W2: TTFT and time per output token of one stream after a warm one with another
+    prompt, and the step shapes compiled during the timed stream (0 unless the warm one left
+    some to compile)."""
     from esurge_core import SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=spec["output_len"], ignore_eos=True)
     timed_stream(engine, spec["warm"], params)
-    return timed_stream(engine, spec["prompt"], params)
+    compiled = engine.runner.num_compilations
+    ttft, per_token = timed_stream(engine, spec["prompt"], params)
+    return ttft, per_token, engine.runner.num_compilations - compiled
 
 
 def offline(workload_file: Path, out: Path) -> dict:
@@ -303,9 +308,7 @@ def offline(workload_file: Path, out: Path) -> dict:
         tokens_per_second, timed_compilations["W1"] = _throughput(engine, specs["W1"])
         add("W1", "output tokens/s", tokens_per_second, "tok/s")
     if "W2" in specs:
-        compiled = engine.runner.num_compilations
-        ttft, per_token = _single(engine, specs["W2"])
-        timed_compilations["W2"] = engine.runner.num_compilations - compiled  # warm one included
+        ttft, per_token, timed_compilations["W2"] = _single(engine, specs["W2"])
         add("W2", "TTFT", ttft, "ms")
         add("W2", "per output token", per_token, "ms")
     if "W4" in specs:
