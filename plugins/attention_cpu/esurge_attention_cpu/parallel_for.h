@@ -30,6 +30,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 namespace esurge_cpu {
 
 inline void CpuRelax() {
@@ -172,6 +176,11 @@ class WorkerPool {
 
  private:
   void Work() {
+#if defined(__linux__)
+    // A new thread inherits its creator's name: the pool is made by the first kernel call,
+    // on one of XLA's threads, so its workers would show as XLA's in profiles and /proc.
+    pthread_setname_np(pthread_self(), "esurge-kernel");
+#endif
     uint64_t seen = generation_.load();
     for (;;) {
       const auto deadline =
