@@ -18,6 +18,11 @@ difference to ``decode_step_times.py`` is attention, XLA's ops and the gaps betw
 four weights as one matrix) and the head, and as four long products (576 x 58368 each):
 what the products would stream at if each layer were one native call (docs/PERFORMANCE.md,
 step 42).
+
+``--huge-pages N`` instead times the step's chain on two sets of the same weights, one moved
+into transparent huge pages (``esurge_core.host_huge_pages``, as ``huge_page_weights`` does
+for an engine), N alternations each, and prints both medians and how often the huge pages won
+(docs/PERFORMANCE.md, step 47).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from esurge_attention_cpu.bf16_pair_matmul import (
     pack_bf16_weight,
 )
 
+from esurge_core.host_huge_pages import back_with_huge_pages
 from esurge_core.host_malloc import reexec_with_tuned_malloc
 
 # SmolLM2-135M-Instruct.
@@ -79,6 +85,32 @@ def _report(name, function, args, rows, weight_bytes, repeats) -> None:
     )
 
 
+def _compare_huge_pages(chain, weights, packed, row_counts, alternations, rng) -> None:
+    """The chain on ``weights`` (small pages) and on a second set moved into huge pages."""
+    huge = ([{name: packed(*shape) for name, shape in SHAPES.items()} for _ in range(LAYERS)],)
+    huge += (packed(HIDDEN, VOCAB),)
+    moved = back_with_huge_pages(jax.tree.leaves(huge))
+    print(f"{moved / 1e6:.0f} MB of the second set moved into huge pages")
+    for rows in row_counts:
+        x = jnp.asarray(rng.standard_normal((rows, HIDDEN)) * 0.1, jnp.float32)
+        num_rows = jnp.int32(rows)
+        sets = {"small pages": weights, "huge pages": huge}
+        times: dict[str, list[float]] = {name: [] for name in sets}
+        for layers, head in sets.values():
+            jax.block_until_ready(chain(x, layers, head, num_rows))  # compile, first touch
+        for turn in range(2 * alternations):
+            name = list(sets)[turn % 2 if turn // 2 % 2 == 0 else 1 - turn % 2]
+            start = time.perf_counter()
+            jax.block_until_ready(chain(x, *sets[name], num_rows))
+            times[name].append((time.perf_counter() - start) * 1e3)
+        won = sum(b < a for a, b in zip(*times.values(), strict=True))
+        print(
+            f"{rows} rows: small pages {statistics.median(times['small pages']):.2f} ms, "
+            f"huge pages {statistics.median(times['huge pages']):.2f} ms (medians); "
+            f"huge pages faster in {won} of {alternations}"
+        )
+
+
 def main() -> None:
     reexec_with_tuned_malloc()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -89,9 +121,16 @@ def main() -> None:
         action="store_true",
         help="also run the layers' bytes as one product per layer and as four long products",
     )
+    parser.add_argument(
+        "--huge-pages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compare the chain on weights in small and in huge pages, N alternations",
+    )
     args = parser.parse_args()
-    if any(rows < 1 for rows in args.rows) or args.repeats < 1:
-        parser.error("--rows and --repeats must be at least 1")
+    if any(rows < 1 for rows in args.rows) or args.repeats < 1 or args.huge_pages < 0:
+        parser.error("--rows and --repeats must be at least 1, --huge-pages at least 0")
     rng = np.random.default_rng(0)
 
     def packed(k: int, n: int) -> jax.Array:
@@ -102,6 +141,9 @@ def main() -> None:
     head = packed(HIDDEN, VOCAB)
     weight_bytes = 2 * (LAYERS * sum(k * n for k, n in SHAPES.values()) + HIDDEN * VOCAB)
     chain = jax.jit(_chain)
+    if args.huge_pages:
+        _compare_huge_pages(chain, (layers, head), packed, args.rows, args.huge_pages, rng)
+        return
     print(f"jax {jax.__version__}: {LAYERS} layers + head, {weight_bytes / 1e6:.0f} MB of weights")
     # The same bytes as the step's products: each layer's as one 576-row matrix, and all of
     # them (with the head) as four.
