@@ -85,10 +85,15 @@ def _report(name, function, args, rows, weight_bytes, repeats) -> None:
     )
 
 
+def _weight_set(packed) -> tuple[list[dict], jax.Array]:
+    """The step's weights: each layer's four packed matrices, and the head."""
+    layers = [{name: packed(*shape) for name, shape in SHAPES.items()} for _ in range(LAYERS)]
+    return layers, packed(HIDDEN, VOCAB)
+
+
 def _compare_huge_pages(chain, weights, packed, row_counts, alternations, rng) -> None:
     """The chain on ``weights`` (small pages) and on a second set moved into huge pages."""
-    huge = ([{name: packed(*shape) for name, shape in SHAPES.items()} for _ in range(LAYERS)],)
-    huge += (packed(HIDDEN, VOCAB),)
+    huge = _weight_set(packed)
     moved = back_with_huge_pages(jax.tree.leaves(huge))
     print(f"{moved / 1e6:.0f} MB of the second set moved into huge pages")
     for rows in row_counts:
@@ -98,11 +103,12 @@ def _compare_huge_pages(chain, weights, packed, row_counts, alternations, rng) -
         times: dict[str, list[float]] = {name: [] for name in sets}
         for layers, head in sets.values():
             jax.block_until_ready(chain(x, layers, head, num_rows))  # compile, first touch
-        for turn in range(2 * alternations):
-            name = list(sets)[turn % 2 if turn // 2 % 2 == 0 else 1 - turn % 2]
-            start = time.perf_counter()
-            jax.block_until_ready(chain(x, *sets[name], num_rows))
-            times[name].append((time.perf_counter() - start) * 1e3)
+        names = list(sets)
+        for pair in range(alternations):
+            for name in names if pair % 2 == 0 else names[::-1]:
+                start = time.perf_counter()
+                jax.block_until_ready(chain(x, *sets[name], num_rows))
+                times[name].append((time.perf_counter() - start) * 1e3)
         won = sum(b < a for a, b in zip(*times.values(), strict=True))
         print(
             f"{rows} rows: small pages {statistics.median(times['small pages']):.2f} ms, "
@@ -137,8 +143,7 @@ def main() -> None:
         w = rng.standard_normal((k, n), np.float32) * 0.02
         return pack_bf16_weight(jnp.asarray(w, jnp.bfloat16))
 
-    layers = [{name: packed(*shape) for name, shape in SHAPES.items()} for _ in range(LAYERS)]
-    head = packed(HIDDEN, VOCAB)
+    layers, head = _weight_set(packed)
     weight_bytes = 2 * (LAYERS * sum(k * n for k, n in SHAPES.values()) + HIDDEN * VOCAB)
     chain = jax.jit(_chain)
     if args.huge_pages:
