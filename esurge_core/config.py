@@ -106,6 +106,32 @@ class SchedulerConfig(_Section):
             "step for the same cores, only ahead of steps of at most 16 sequences."
         ),
     )
+    num_speculative_tokens: int = Field(
+        0,
+        ge=0,
+        le=15,
+        description=(
+            "Draft tokens a greedy request may verify per step, proposed by n-gram prompt "
+            "lookup over its own prompt and output (the output is token for token the same); "
+            "0: off. Worth it where the model repeats what it has seen and the step is bound "
+            "by reading the weights (small batches): see docs/speculative_decoding.md."
+        ),
+    )
+    prompt_lookup_max: int = Field(
+        4, ge=1, le=64, description="Longest n-gram the draft lookup matches (tried first)."
+    )
+    prompt_lookup_min: int = Field(
+        1, ge=1, le=64, description="Shortest n-gram the draft lookup matches."
+    )
+    speculative_max_seqs: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description=(
+            "Draft only while at most this many requests run and none waits (larger batches "
+            "are bound by compute, where verifying drafts costs more than it saves)."
+        ),
+    )
     engine_thread_nice: int | None = Field(
         None,
         ge=-20,
@@ -187,6 +213,13 @@ class EngineConfig(BaseModel):
                 f"scheduler.max_num_seqs = {self.scheduler.max_num_seqs}; every running "
                 "request needs at least one token per step, so raise it to at least "
                 f"{self.scheduler.max_num_seqs}"
+            )
+        lookup = (self.scheduler.prompt_lookup_min, self.scheduler.prompt_lookup_max)
+        if lookup[0] > lookup[1]:
+            raise ValueError(
+                f"scheduler.prompt_lookup_min = {lookup[0]} is larger than "
+                f"scheduler.prompt_lookup_max = {lookup[1]}; the shortest n-gram must be at "
+                "most the longest"
             )
         max_len = self.model.max_model_len
         if (

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from esurge_core.capabilities import Requirements
 from esurge_core.components import ComponentKind
 from esurge_core.config import EngineConfig
@@ -41,7 +43,8 @@ from esurge_core.plugin_manager import get_plugin_manager
 from esurge_core.runner.model_runner import ModelRunner, PendingStep
 from esurge_core.sampling.params import SamplingParams
 from esurge_core.sampling.rng import request_seed
-from esurge_core.scheduling.scheduler import Scheduler, SchedulerOutput
+from esurge_core.scheduling.ngram_drafts import NgramDrafter, accepted_drafts
+from esurge_core.scheduling.scheduler import ScheduledChunk, Scheduler, SchedulerOutput
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +202,16 @@ class eSurge:
             prefix_cache_capacity=cfg.cache.prefix_cache_capacity,
         )
         policy = registry.get(ComponentKind.SCHEDULER, cfg.scheduler.scheduler).load()()
+        self.drafter = (
+            NgramDrafter(
+                cfg.scheduler.num_speculative_tokens,
+                cfg.scheduler.prompt_lookup_min,
+                cfg.scheduler.prompt_lookup_max,
+                cfg.scheduler.speculative_max_seqs,
+            )
+            if cfg.scheduler.num_speculative_tokens
+            else None
+        )
         self.scheduler = Scheduler(
             policy,
             self.kv_cache,
@@ -207,6 +220,7 @@ class eSurge:
             max_model_len=self.max_model_len,
             enable_chunked_prefill=cfg.scheduler.enable_chunked_prefill,
             enable_preemption=cfg.scheduler.enable_preemption,
+            drafter=self.drafter,
         )
         sample = registry.get(ComponentKind.SAMPLER, cfg.runtime.sampler).load()
         self.eos_token_ids = _eos_ids(loaded.hf_config, self.tokenizer)
@@ -374,7 +388,8 @@ class eSurge:
         """Whether the next step can be planned before ``step``'s tokens are back: not when
         asynchronous scheduling is off, nor when ``step`` has more sequences than
         ``plan_ahead_max_seqs``, nor when a request of ``step`` samples with penalties (its
-        next sampling reads every token it generated)."""
+        next sampling reads every token it generated), nor when ``step`` verifies drafts or
+        a request of it may draft in the next step (drafts follow known tokens only)."""
         limit = self.plan_ahead_max_seqs
         return (
             self.async_scheduling
@@ -382,6 +397,18 @@ class eSurge:
             and not any(
                 chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
             )
+            and not self._drafts_after(step)
+        )
+
+    def _drafts_after(self, step: _InFlightStep) -> bool:
+        """Whether ``step`` verifies drafts, or a request it samples may draft next step."""
+        drafter = self.drafter
+        if drafter is None:
+            return False
+        sampled = step.pending.sampled
+        return any(chunk.draft_token_ids for chunk in sampled) or (
+            self.scheduler.drafts_this_step()
+            and any(drafter.may_draft(chunk.request) for chunk in sampled)
         )
 
     def _dispatch(
@@ -397,7 +424,10 @@ class eSurge:
             request = chunk.request
             slot = request.num_output_tokens
             slots.append(slot)
-            if not request.ends_by_length(slot + 1, self.max_model_len):
+            # A step with drafts is applied before the next is planned (_drafts_after).
+            if not chunk.draft_token_ids and not request.ends_by_length(
+                slot + 1, self.max_model_len
+            ):
                 request.output_token_ids.append(PENDING_TOKEN)
         return _InFlightStep(plan, pending, slots, started)
 
@@ -405,12 +435,18 @@ class eSurge:
         """Wait for ``step``'s tokens and give them to their requests (stop checks, text)."""
         result = self.runner.collect(step.pending)
         dropped: set[str] = set()
-        for row, chunk in enumerate(result.sampled):
+        for index, (chunk, row) in enumerate(zip(result.sampled, result.first_rows)):
             request = chunk.request
             if request.is_finished:  # ended while the step ran (abort, or by its last token)
                 dropped.add(request.request_id)
                 continue
-            slot = step.slots[row]
+            if chunk.draft_token_ids:
+                width = 1 + len(chunk.draft_token_ids)
+                self._apply_drafts(chunk, result.token_ids[row : row + width])
+                tracker = self._trackers[request.parent_id]
+                touched[tracker.request_id] = tracker
+                continue
+            slot = step.slots[index]
             token_id = int(result.token_ids[row])
             outputs = request.output_token_ids
             if slot < len(outputs):
@@ -432,6 +468,22 @@ class eSurge:
                 plan.num_scheduled_tokens,
             )
         self.metrics.record_step(plan, (), step.started, time.monotonic())
+
+    def _apply_drafts(self, chunk: ScheduledChunk, sampled: np.ndarray) -> None:
+        """Give ``chunk``'s request the tokens its drafts earned: the model's token after its
+        last known token, and one more for each leading draft the step's tokens confirm; the
+        K/V of the drafts after the first wrong one are left to be overwritten."""
+        request = chunk.request
+        accepted = accepted_drafts(chunk.draft_token_ids, sampled.tolist())
+        chunk.num_accepted_drafts = accepted
+        request.num_computed_tokens = chunk.start + 1 + accepted
+        choice = self._trackers[request.parent_id].choices[request.choice_index]
+        for token_id in sampled[: accepted + 1].tolist():
+            request.output_token_ids.append(token_id)
+            reason = choice.on_token(token_id, num_output=request.num_output_tokens)
+            if reason is not None:
+                self.scheduler.finish_requests([request], reason)
+                return
 
     def _drain_inbox(self, touched: dict[str, RequestTracker]) -> None:
         while self._inbox:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, overload
 
 if TYPE_CHECKING:
     from esurge_core.sampling.params import SamplingParams
+    from esurge_core.scheduling.ngram_drafts import NgramIndex
 
 
 #: Output slot of a token sampled by a step that is still running (never a real token id).
@@ -62,6 +63,7 @@ class Request:
         num_computed_tokens: tokens whose K/V are written (advanced at schedule time).
         num_cached_tokens: prompt tokens served from the prefix cache at first admission.
         num_preemptions: how often this request was preempted.
+        ngram_index: the n-grams of its tokens, for speculative drafts (built on first use).
         status / finish_reason: lifecycle.
         first_scheduled_time / first_token_time / last_token_time / finished_time:
             ``time.monotonic()`` stamps (``None`` until reached), set at step boundaries by
@@ -87,6 +89,9 @@ class Request:
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
     error: str | None = None
+    # Where its n-grams occurred, for speculative drafts (scheduling.ngram_drafts); built on
+    # the first lookup.
+    ngram_index: NgramIndex | None = None
     # Timing for metrics (see docs/monitoring.md); arrival_time above is the first stamp.
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
@@ -158,17 +163,19 @@ class Request:
 
 
 class JoinedTokenIds(Sequence[int]):
-    """``prompt + output`` as a read-only sequence over the two lists (no copy); a slice is a
-    new list of just the tokens it covers."""
+    """``prompt + output (+ drafts)`` as a read-only sequence over the lists (no copy); a
+    slice is a new list of just the tokens it covers. ``drafts`` are a step's speculative
+    tokens after the known ones (``scheduling.ngram_drafts``)."""
 
-    __slots__ = ("_output", "_prompt")
+    __slots__ = ("_drafts", "_output", "_prompt")
 
-    def __init__(self, prompt: list[int], output: list[int]) -> None:
+    def __init__(self, prompt: list[int], output: list[int], drafts: Sequence[int] = ()) -> None:
         self._prompt = prompt
         self._output = output
+        self._drafts = drafts
 
     def __len__(self) -> int:
-        return len(self._prompt) + len(self._output)
+        return len(self._prompt) + len(self._output) + len(self._drafts)
 
     @overload
     def __getitem__(self, index: int) -> int: ...
@@ -177,10 +184,14 @@ class JoinedTokenIds(Sequence[int]):
 
     def __getitem__(self, index: int | slice) -> int | list[int]:
         prompt_len = len(self._prompt)
+        known = prompt_len + len(self._output)
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
+            if stop > known:
+                drafts = list(self._drafts[max(start - known, 0) : stop - known])
+                return (self[start:known] if start < known else []) + drafts
             if stop <= prompt_len:
                 return self._prompt[start:stop]
             if start >= prompt_len:
@@ -190,4 +201,6 @@ class JoinedTokenIds(Sequence[int]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"token index {index} out of range for {len(self)} tokens")
+        if index >= known:
+            return self._drafts[index - known]
         return self._prompt[index] if index < prompt_len else self._output[index - prompt_len]

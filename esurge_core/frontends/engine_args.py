@@ -55,6 +55,21 @@ def add_engine_arguments(
         "CAP_SYS_NICE; default: unchanged)",
     )
     group.add_argument(
+        "--num-speculative-tokens",
+        type=int,
+        default=None,
+        help="draft tokens per step from n-gram prompt lookup, for greedy requests in small "
+        "batches, 0..15 (default: 0, off)",
+    )
+    group.add_argument("--prompt-lookup-max", type=int, default=None)
+    group.add_argument("--prompt-lookup-min", type=int, default=None)
+    group.add_argument(
+        "--speculative-max-seqs",
+        type=int,
+        default=None,
+        help="draft only while at most this many requests run (default: 4)",
+    )
+    group.add_argument(
         "--huge-page-weights",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -86,6 +101,10 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "matmul",
         "scheduler",
         "engine_thread_nice",
+        "num_speculative_tokens",
+        "prompt_lookup_max",
+        "prompt_lookup_min",
+        "speculative_max_seqs",
     )
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_prefix_caching:

@@ -91,6 +91,12 @@ class EngineMetrics:
         token_buckets = one_two_five_buckets(max_model_len)
         self._prompt_tokens = counter("prompt_tokens", "Prefill tokens processed.")
         self._generation_tokens = counter("generation_tokens", "Tokens generated.")
+        self._draft_tokens = counter(
+            "spec_decode_num_draft_tokens", "Speculative draft tokens verified."
+        )
+        self._accepted_tokens = counter(
+            "spec_decode_num_accepted_tokens", "Speculative draft tokens accepted."
+        )
         success = Counter(
             PREFIX + "request_success",
             "Requests finished, by finish reason.",
@@ -176,7 +182,10 @@ class EngineMetrics:
                     request.first_scheduled_time = started
                 if not chunk.samples:
                     continue
-                generated += 1
+                generated += 1 + chunk.num_accepted_drafts
+                if chunk.draft_token_ids:
+                    self._draft_tokens.inc(len(chunk.draft_token_ids))
+                    self._accepted_tokens.inc(chunk.num_accepted_drafts)
                 if request.last_token_time is None:
                     request.first_token_time = ended
                     prompt_tokens += request.num_prompt_tokens

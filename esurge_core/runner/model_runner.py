@@ -15,6 +15,8 @@ Per step the runner
 4. copies back only the sampled token ids (and log-probabilities when a row asked for them).
 
 Sampling rows come first in ``logits_indices``, so the sampler's batch rows line up with them.
+A chunk that verifies speculative drafts samples one row per token it feeds (its last known
+token, then each draft), in order.
 
 ``dispatch`` and ``collect`` split a step for asynchronous scheduling: ``dispatch`` returns as
 soon as the step is queued (JAX runs it in the background), so the engine can plan and queue
@@ -66,16 +68,20 @@ class StepInputs:
     logits_indices: jax.Array  # int32[S]
     # int32[T]: -1, or the row of the previous step's sampled ids that is this token's id
     token_source: jax.Array
+    num_sampled: jax.Array  # int32[1]: the real rows of logits_indices
 
 
 @dataclass(slots=True)
 class StepResult:
     """Host copies of what one step produced, for the rows that sampled (chunk order).
 
-    ``logprobs``/``top_token_ids``/``top_logprobs`` are ``None`` unless a row asked.
+    ``first_rows[i]`` is the row of ``sampled[i]``'s first token (a chunk with drafts has one
+    row per draft after it). ``logprobs``/``top_token_ids``/``top_logprobs`` are ``None``
+    unless a row asked.
     """
 
     sampled: list[ScheduledChunk]
+    first_rows: list[int]
     token_ids: np.ndarray
     logprobs: np.ndarray | None = None
     top_token_ids: np.ndarray | None = None
@@ -88,13 +94,15 @@ class PendingStep:
 
     Attributes:
         sampled: the chunks that sample, in the order of the sampler's rows.
+        first_rows: the sampler's row of each sampled chunk's first token.
         output: the sampler's outputs (device arrays).
         token_ids: the sampled ids padded to the largest sequence bucket (device), which the
             next step reads its pending tokens from.
-        rows: request id -> its row in ``sampled``.
+        rows: request id -> its row of the sampler's outputs.
     """
 
     sampled: list[ScheduledChunk]
+    first_rows: list[int]
     output: SamplerOutput
     token_ids: jax.Array
     rows: dict[str, int]
@@ -215,10 +223,10 @@ class ModelRunner:
                     attention,
                 )
             rows = jnp.take(hidden, inputs.logits_indices, axis=0)
-            num_seqs = inputs.metadata.num_seqs[0]
+            num_rows = inputs.num_sampled[0]
 
             def logits_then_sample(rows: jax.Array) -> SamplerOutput:
-                with use_matmul_backend(matmul_backend, num_seqs):
+                with use_matmul_backend(matmul_backend, num_rows):
                     logits = model.compute_logits(params, rows)
                 return sample(logits, batch)
 
@@ -232,7 +240,7 @@ class ModelRunner:
             else:  # every row greedy: the backend's argmax of the head, logits never formed
                 out = jax.lax.cond(
                     jnp.all(batch.temperature <= 0),
-                    lambda rows: SamplerOutput(token_ids=greedy(rows, num_seqs)),
+                    lambda rows: SamplerOutput(token_ids=greedy(rows, num_rows)),
                     logits_then_sample,
                     rows,
                 )
@@ -265,8 +273,9 @@ class ModelRunner:
 
     def prepare(
         self, chunks: Sequence[ScheduledChunk], previous: PendingStep | None = None
-    ) -> tuple[StepInputs, SamplingBatch, list[ScheduledChunk]]:
-        """Pack ``chunks`` into padded host arrays (no device work).
+    ) -> tuple[StepInputs, SamplingBatch, list[ScheduledChunk], list[int]]:
+        """Pack ``chunks`` into padded host arrays (no device work); also return the chunks
+        that sample and the sampler's row of each one's first token.
 
         A chunk may end with its request's pending token; ``previous`` is the step sampling it.
 
@@ -276,8 +285,10 @@ class ModelRunner:
         page_size = self.page_size
         num_tokens = sum(c.num_new_tokens for c in chunks)
         num_seqs = len(chunks)
+        sampled = [c for c in chunks if c.samples]
+        num_rows = len(sampled) + sum(len(c.draft_token_ids) for c in sampled)
         t_pad = bucket_for(num_tokens, self.token_buckets)
-        s_pad = bucket_for(num_seqs, self.seq_buckets)
+        s_pad = bucket_for(max(num_seqs, num_rows), self.seq_buckets)
         max_pages = max(-(-(c.start + c.num_new_tokens) // page_size) for c in chunks)
         p_pad = bucket_for(max_pages, self.page_buckets)
 
@@ -292,9 +303,12 @@ class ModelRunner:
         for row, chunk in enumerate(chunks):
             n = chunk.num_new_tokens
             end = chunk.start + n
-            ids = chunk.request.tokens_between(chunk.start, end)
-            input_ids[offset : offset + n] = ids
-            if ids[-1] == PENDING_TOKEN:  # only a request's last token can be pending
+            drafts = chunk.draft_token_ids
+            ids = chunk.request.tokens_between(chunk.start, end - len(drafts))
+            input_ids[offset : offset + n - len(drafts)] = ids
+            if drafts:
+                input_ids[offset + n - len(drafts) : offset + n] = drafts
+            elif ids[-1] == PENDING_TOKEN:  # only a request's last token can be pending
                 request_id = chunk.request.request_id
                 if previous is None or request_id not in previous.rows:
                     raise RuntimeError(
@@ -318,23 +332,39 @@ class ModelRunner:
             slots[real] = table[seq_of_token[real], page_of_token] * page_size + in_page
             slot_mappings.append(slots)
 
-        sampled = [c for c in chunks if c.samples]
         logits_indices = np.zeros(s_pad, np.int32)
         sampled_rows = [row for row, c in enumerate(chunks) if c.samples]
-        logits_indices[: len(sampled_rows)] = cu_q_lens[np.asarray(sampled_rows, np.int32) + 1] - 1
-        batch = SamplingBatch.from_requests(
-            [
-                SamplingRow(
-                    c.request.sampling_params,
-                    c.request.seed,
-                    c.request.prompt_token_ids,
-                    c.request.output_token_ids,
+        last_tokens = cu_q_lens[np.asarray(sampled_rows, np.int32) + 1] - 1
+        sampling_rows = [
+            SamplingRow(
+                c.request.sampling_params,
+                c.request.seed,
+                c.request.prompt_token_ids,
+                c.request.output_token_ids,
+            )
+            for c in sampled
+        ]
+        first_rows = list(range(len(sampled)))
+        if num_rows == len(sampled):
+            logits_indices[:num_rows] = last_tokens
+        else:  # a chunk with drafts samples after each of its last 1 + len(drafts) tokens
+            sampling_rows, row = [], 0
+            for i, chunk in enumerate(sampled):
+                width = 1 + len(chunk.draft_token_ids)
+                first_rows[i] = row
+                logits_indices[row : row + width] = np.arange(
+                    last_tokens[i] - width + 1, last_tokens[i] + 1
                 )
-                for c in sampled
-            ],
-            s_pad,
-            eos_token_ids=self.eos_token_ids,
-        )
+                sampling_rows += [
+                    SamplingRow(
+                        chunk.request.sampling_params,
+                        chunk.request.seed,
+                        chunk.request.prompt_token_ids,
+                        chunk.request.output_token_ids,
+                    )
+                ] * width
+                row += width
+        batch = SamplingBatch.from_requests(sampling_rows, s_pad, eos_token_ids=self.eos_token_ids)
         metadata = AttentionMetadata(
             kv_lens=kv_lens,
             cu_q_lens=cu_q_lens,
@@ -342,8 +372,15 @@ class ModelRunner:
             page_indices=tuple(tables),
             slot_mapping=tuple(slot_mappings),
         )
-        inputs = StepInputs(input_ids, positions, metadata, logits_indices, token_source)
-        return inputs, batch, sampled
+        inputs = StepInputs(
+            input_ids,
+            positions,
+            metadata,
+            logits_indices,
+            token_source,
+            np.asarray([num_rows], np.int32),
+        )
+        return inputs, batch, sampled, first_rows
 
     # ------------------------------------------------------------------ ahead of time
 
@@ -384,6 +421,7 @@ class ModelRunner:
                 ),
                 logits_indices=np.zeros(s_pad, np.int32),
                 token_source=np.full(t_pad, -1, np.int32),
+                num_sampled=np.zeros(1, np.int32),
             )
             batch = SamplingBatch.from_requests([], s_pad, eos_token_ids=self.eos_token_ids)
             out, _ = self._run(inputs, batch)
@@ -415,22 +453,22 @@ class ModelRunner:
     ) -> PendingStep:
         """Queue one step without waiting for it; ``previous`` is the step still running whose
         sampled tokens this one feeds in (the chunks' pending tokens)."""
-        inputs, batch, sampled = self.prepare(chunks, previous)
+        inputs, batch, sampled, first_rows = self.prepare(chunks, previous)
         out, padded = self._run(inputs, batch, None if previous is None else previous.token_ids)
         # Ask for the host copies now: JAX's CPU client runs a copy requested later after the
         # steps queued before it, so the tokens of this step would wait for the next one.
         for array in (out.token_ids, out.logprobs, out.top_token_ids, out.top_logprobs):
             if array is not None:
                 array.copy_to_host_async()
-        rows = {chunk.request.request_id: row for row, chunk in enumerate(sampled)}
-        return PendingStep(sampled, out, padded, rows)
+        rows = {chunk.request.request_id: row for chunk, row in zip(sampled, first_rows)}
+        return PendingStep(sampled, first_rows, out, padded, rows)
 
     def collect(self, pending: PendingStep) -> StepResult:
         """Wait for a dispatched step; the sampled tokens of the rows that sample."""
         sampled, out = pending.sampled, pending.output
-        n = len(sampled)
+        n = len(sampled) + sum(len(c.draft_token_ids) for c in sampled)
         token_ids = np.asarray(out.token_ids)[:n]
-        result = StepResult(sampled, token_ids)
+        result = StepResult(sampled, pending.first_rows, token_ids)
         if out.logprobs is not None:
             result.logprobs = np.asarray(out.logprobs)[:n]
             result.top_token_ids = np.asarray(out.top_token_ids)[:n]

@@ -17,17 +17,23 @@ still being sampled (``PENDING_TOKEN``, asynchronous scheduling) decodes it in t
 like any other, and one that will certainly end with that token (``max_tokens`` reached)
 holds no pending token and is skipped until it is back. The policy (a plugin) only orders;
 the mechanics live here.
+
+With a drafter (speculative decoding, ``ngram_drafts``), a running greedy request whose
+tokens are all known may also compute draft tokens after its last one, while the step has at
+most ``drafter.max_seqs`` requests and none waits: its chunk carries them and the engine
+moves ``num_computed_tokens`` back to what the step's tokens confirm.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from esurge_core.engine.request import FinishReason, Request, RequestStatus
+from esurge_core.engine.request import FinishReason, JoinedTokenIds, Request, RequestStatus
 from esurge_core.kv_cache.manager import KVCacheManager
+from esurge_core.scheduling.ngram_drafts import NgramDrafter
 from esurge_core.scheduling.policy import SchedulingPolicy
 
 
@@ -36,13 +42,17 @@ class ScheduledChunk:
     """``num_new_tokens`` tokens of ``request`` starting at ``start`` run in this step.
 
     ``samples`` is true when the chunk reaches the request's last known token, so the step
-    produces its next token (a partial prefill chunk does not).
+    produces its next token (a partial prefill chunk does not). ``draft_token_ids`` are the
+    chunk's last tokens when it verifies drafts: the step samples after each of them too;
+    ``num_accepted_drafts`` is how many of them its tokens confirmed (set when applied).
     """
 
     request: Request
     start: int
     num_new_tokens: int
     samples: bool
+    draft_token_ids: Sequence[int] = ()
+    num_accepted_drafts: int = 0
 
 
 @dataclass(slots=True)
@@ -71,6 +81,7 @@ class Scheduler:
         enable_chunked_prefill: split long prompts over steps (else a prompt runs whole).
         enable_preemption: preempt under page pressure (else the request that cannot get
             pages fails with ``finish_reason="error"``... only when nothing else can free).
+        drafter: proposes speculative draft tokens (``None``: none).
     """
 
     def __init__(
@@ -83,6 +94,7 @@ class Scheduler:
         max_model_len: int,
         enable_chunked_prefill: bool = True,
         enable_preemption: bool = True,
+        drafter: NgramDrafter | None = None,
     ) -> None:
         self.policy = policy
         self.kv_cache = kv_cache
@@ -91,6 +103,7 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.enable_chunked_prefill = enable_chunked_prefill
         self.enable_preemption = enable_preemption
+        self.drafter = drafter
         self.running: list[Request] = []
         self._waiting: list[tuple[object, int, Request]] = []
         self._tiebreak = itertools.count()
@@ -136,11 +149,20 @@ class Scheduler:
         self._preempt_for_waiting(out)
         scheduled_running: list[Request] = []
         unscheduled = list(self.running)
+        # Each draft adds a sampled row, and a step samples at most max_num_seqs rows.
+        draft_rows = self.max_num_seqs - len(self.running) if self.drafts_this_step() else 0
         while unscheduled and budget > 0:
             request = unscheduled.pop(0)
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
             if num_new <= 0:  # waiting for a sampled token that is not back yet
                 scheduled_running.append(request)
+                continue
+            drafts = self._drafts(request, min(draft_rows, budget - 1)) if num_new == 1 else ()
+            if drafts and self._allocate(request, 1 + len(drafts), drafts):
+                scheduled_running.append(request)
+                out.chunks.append(self._commit(request, 1 + len(drafts), drafts))
+                budget -= 1 + len(drafts)
+                draft_rows -= len(drafts)
                 continue
             while not self._allocate(request, num_new):
                 victim = self.policy.choose_victim([*unscheduled, request])
@@ -158,6 +180,27 @@ class Scheduler:
             budget = self._admit_waiting(out, budget)
         out.num_scheduled_tokens = self.max_num_batched_tokens - budget
         return out
+
+    def drafts_this_step(self) -> bool:
+        """Whether the next plan may give running requests drafts (a drafter, at most its
+        ``max_seqs`` requests running, and none waiting)."""
+        drafter = self.drafter
+        return drafter is not None and not self._waiting and len(self.running) <= drafter.max_seqs
+
+    def _drafts(self, request: Request, limit: int) -> list[int]:
+        """Drafts for a decoding ``request`` (at most ``limit``, none past its ``max_tokens``
+        or ``max_model_len``); empty when it may not draft."""
+        drafter = self.drafter
+        if limit <= 0 or drafter is None or request.has_pending_token:
+            return []
+        if not drafter.may_draft(request):
+            return []
+        limit = min(
+            limit,
+            request.max_tokens - request.num_output_tokens - 1,
+            self.max_model_len - request.num_tokens,
+        )
+        return drafter.propose(request, limit)
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> int:
         while self._waiting and budget > 0 and len(self.running) < self.max_num_seqs:
@@ -201,22 +244,26 @@ class Scheduler:
             self.running.remove(victim)
             self._preempt(victim, out)
 
-    def _allocate(self, request: Request, num_new: int) -> bool:
+    def _allocate(self, request: Request, num_new: int, drafts: Sequence[int] = ()) -> bool:
+        tokens = (
+            JoinedTokenIds(request.prompt_token_ids, request.output_token_ids, drafts)
+            if drafts
+            else request.token_ids_view
+        )
         return self.kv_cache.allocate(
             request.request_id,
-            request.token_ids_view,
+            tokens,
             request.num_computed_tokens,
             num_new,
             cache_salt=request.cache_salt,
             num_known_tokens=request.num_known_tokens,
         )
 
-    def _commit(self, request: Request, num_new: int) -> ScheduledChunk:
+    def _commit(self, request: Request, num_new: int, drafts: Sequence[int] = ()) -> ScheduledChunk:
         start = request.num_computed_tokens
         request.num_computed_tokens = start + num_new
-        return ScheduledChunk(
-            request, start, num_new, samples=request.num_computed_tokens == request.num_tokens
-        )
+        samples = request.num_computed_tokens == request.num_tokens + len(drafts)
+        return ScheduledChunk(request, start, num_new, samples, drafts)
 
     def _preempt(self, request: Request, out: SchedulerOutput) -> None:
         self.kv_cache.free(request.request_id)
