@@ -63,6 +63,10 @@ def test_defaults_are_valid():
         ("kv_cache_memory", 10, "greater than or equal to 1048576"),
         ("engine_thread_nice", -21, "greater than or equal to -20"),
         ("engine_thread_nice", 20, "less than or equal to 19"),
+        ("num_speculative_tokens", -1, "greater than or equal to 0"),
+        ("num_speculative_tokens", 16, "less than or equal to 15"),
+        ("prompt_lookup_max", 0, "greater than or equal to 1"),
+        ("speculative_max_seqs", 0, "greater than or equal to 1"),
     ],
 )
 def test_invalid_value_error_names_field_value_and_range(field, value, fragment):
@@ -88,6 +92,11 @@ def test_token_budget_must_hold_a_whole_prompt_without_chunked_prefill():
         EngineConfig.from_kwargs(
             max_model_len=4096, max_num_batched_tokens=512, enable_chunked_prefill=False
         )
+
+
+def test_prompt_lookup_min_above_max_is_rejected_with_both_numbers():
+    with pytest.raises(ConfigError, match="prompt_lookup_min = 5 .*prompt_lookup_max = 4"):
+        EngineConfig.from_kwargs(num_speculative_tokens=4, prompt_lookup_min=5)
 
 
 def test_replace_validates_again():
@@ -139,6 +148,14 @@ def test_dtype_flags_reach_the_engine_keywords():
         (["--engine-thread-nice", "-5"], {"engine_thread_nice": -5}),
         (["--no-huge-page-weights"], {"huge_page_weights": False}),
         (["--huge-page-weights"], {"huge_page_weights": True}),
+        (
+            ["--num-speculative-tokens", "4", "--prompt-lookup-max", "3"],
+            {"num_speculative_tokens": 4, "prompt_lookup_max": 3},
+        ),
+        (
+            ["--prompt-lookup-min", "2", "--speculative-max-seqs", "8"],
+            {"prompt_lookup_min": 2, "speculative_max_seqs": 8},
+        ),
     ],
 )
 def test_async_scheduling_flag_is_on_off_or_the_platform_default(flags, expected):

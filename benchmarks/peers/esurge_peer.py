@@ -72,6 +72,10 @@ CHOICE_KEYS = {
     "page_size": int,
     "async_scheduling": on_off,
     "engine_thread_nice": int,
+    "num_speculative_tokens": int,
+    "speculative_max_seqs": int,
+    "prompt_lookup_max": int,
+    "prompt_lookup_min": int,
 }
 #: Process choices a setting may name (not engine keywords), and their allowed values:
 #: ``malloc=default`` starts the engine without eSurge's malloc settings

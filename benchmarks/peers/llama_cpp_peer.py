@@ -20,7 +20,10 @@ Prompts are token-id arrays (``"prompt": [ids]``); greedy (temperature 0, top-k 
 asks ``n_predict = output_len`` with ``ignore_eos`` and each reply is checked to have generated
 exactly that many tokens. Precision picks the GGUF: ``Q4_1`` is the packaged file, ``F16`` /
 ``float16`` / ``bfloat16`` the F16 file that ``llama-quantize`` dequantised from it (the same
-weight values), ``BF16`` a BF16 file if one was made. Run with any Python 3.10+ (only the
+weight values), ``BF16`` a BF16 file if one was made. After it, ``,spec-KEY=VALUE`` items
+become the server's ``--spec-KEY VALUE`` flags, for its speculative decoding (for example
+``F16,spec-type=ngram-simple,spec-draft-n-max=4``: n-gram drafts, as eSurge's
+``num_speculative_tokens``). Run with any Python 3.10+ (only the
 standard library is imported):
 
     python benchmarks/peers/llama_cpp_peer.py offline --workload-file W.json --out O.json
@@ -83,6 +86,21 @@ def server_binary() -> Path:
     return binary
 
 
+def split_setting(setting: str) -> tuple[str, list[str]]:
+    """``PRECISION[,spec-KEY=VALUE...]`` -> the precision and the ``--spec-KEY VALUE`` flags."""
+    precision, *choices = setting.split(",")
+    flags: list[str] = []
+    for choice in choices:
+        key, sep, value = choice.partition("=")
+        if not key.startswith("spec-") or not sep or not value:
+            raise ValueError(
+                f"llama_cpp setting items must be spec-KEY=VALUE (llama-server's --spec-KEY "
+                f"flags), got {choice!r}"
+            )
+        flags += [f"--{key}", value]
+    return precision, flags
+
+
 def model_file(workload: dict, precision: str) -> Path:
     """The GGUF that runs ``precision``: the packaged Q4_1 file or a dequantised copy of it."""
     kind = PRECISION_FILES.get(precision)
@@ -110,9 +128,16 @@ def slot_context(tokens: int) -> int:
 
 
 def server_argv(
-    model: Path, port: int, slots: int, context_per_slot: int, *, cache_ram_mib: int
+    model: Path,
+    port: int,
+    slots: int,
+    context_per_slot: int,
+    *,
+    cache_ram_mib: int,
+    extra: list[str] | None = None,
 ) -> list[str]:
-    """``llama-server`` argv: ``slots`` parallel slots of ``context_per_slot`` tokens each.
+    """``llama-server`` argv: ``slots`` parallel slots of ``context_per_slot`` tokens each,
+    then the ``extra`` flags (the setting's speculative decoding).
 
     ``-c`` is the total KV size; with an explicit ``-np`` the KV is split per slot (not unified),
     each slot getting ``-c / -np`` tokens. Continuous batching and flash attention are the
@@ -146,6 +171,7 @@ def server_argv(
         "--top-k",
         "1",
         "--no-webui",
+        *(extra or []),
     ]
 
 
@@ -162,8 +188,9 @@ def server_command(workload_file: str, port: int, precision: str) -> tuple[list[
         per_slot = slot_context(longest)
     else:
         per_slot = W3_DEFAULT_SLOT_CONTEXT
+    precision, extra = split_setting(precision)
     model = model_file(workload, precision)
-    return server_argv(model, port, W3_SLOTS, per_slot, cache_ram_mib=8192), {}
+    return server_argv(model, port, W3_SLOTS, per_slot, cache_ram_mib=8192, extra=extra), {}
 
 
 def free_port() -> int:
@@ -331,26 +358,26 @@ def streamed(server: LlamaServer, prompt: list[int], n_predict: int) -> tuple[fl
     return first - start, last - start, final
 
 
-def run_w1(model: Path, spec: dict) -> tuple[float, dict]:
+def run_w1(model: Path, spec: dict, extra: list[str]) -> tuple[float, dict]:
     """W1 output tokens/s over all prompts at once, after the warm prompts ran once."""
     prompts, output_len = spec["prompts"], spec["output_len"]
     longest = max(len(p) for p in prompts + spec["warm"])
-    argv = server_argv(
-        model, free_port(), len(prompts), slot_context(longest + output_len), cache_ram_mib=0
-    )
+    context = slot_context(longest + output_len)
+    argv = server_argv(model, free_port(), len(prompts), context, cache_ram_mib=0, extra=extra)
     with LlamaServer(argv) as server:
         all_at_once(server, spec["warm"], min(WARM_NEW_TOKENS, output_len), cache_prompt=False)
         elapsed, replies = all_at_once(server, prompts, output_len, cache_prompt=False)
     return len(prompts) * output_len / elapsed, server_totals(replies, elapsed)
 
 
-def run_w2(model: Path, spec: dict) -> tuple[float, float, dict]:
+def run_w2(model: Path, spec: dict, extra: list[str]) -> tuple[float, float, dict]:
     """W2 (TTFT ms, ms per output token) of one streamed prompt, after the warm prompt."""
     output_len = spec["output_len"]
     if output_len < 2:
         raise ValueError(f"W2 output_len must be at least 2 to time decode, got {output_len}")
     longest = max(len(spec["prompt"]), len(spec["warm"]))
-    argv = server_argv(model, free_port(), 1, slot_context(longest + output_len), cache_ram_mib=0)
+    context = slot_context(longest + output_len)
+    argv = server_argv(model, free_port(), 1, context, cache_ram_mib=0, extra=extra)
     with LlamaServer(argv) as server:
         server.complete(spec["warm"], output_len, cache_prompt=False)
         first, last, final = streamed(server, spec["prompt"], output_len)
@@ -363,13 +390,12 @@ def run_w2(model: Path, spec: dict) -> tuple[float, float, dict]:
     return first * 1000, (last - first) * 1000 / (output_len - 1), server_side
 
 
-def run_w4(model: Path, spec: dict) -> tuple[float, dict]:
+def run_w4(model: Path, spec: dict, extra: list[str]) -> tuple[float, dict]:
     """W4 output tokens/s of the shared-prefix prompts at once, prompt caching on."""
     prompts, output_len = spec["prompts"], spec["output_len"]
     longest = max(len(p) for p in prompts + spec["warm"])
-    argv = server_argv(
-        model, free_port(), len(prompts), slot_context(longest + output_len), cache_ram_mib=8192
-    )
+    context = slot_context(longest + output_len)
+    argv = server_argv(model, free_port(), len(prompts), context, cache_ram_mib=8192, extra=extra)
     with LlamaServer(argv) as server:
         all_at_once(server, spec["warm"], min(WARM_NEW_TOKENS, output_len), cache_prompt=True)
         elapsed, replies = all_at_once(server, prompts, output_len, cache_prompt=True)
@@ -400,7 +426,8 @@ def offline(workload_file: Path, out: Path) -> dict:
     """Run the workloads named in ``workload_file`` and write the result rows to ``out``."""
     workload = json.loads(workload_file.read_text())
     precision = workload.get("precision", "Q4_1")
-    model = model_file(workload, precision)
+    base_precision, extra = split_setting(precision)
+    model = model_file(workload, base_precision)
     specs = workload["workloads"]
     rows: list[dict] = []
     server_side: dict[str, dict] = {}
@@ -417,14 +444,14 @@ def offline(workload_file: Path, out: Path) -> dict:
         print(f"{PEER} {name} {precision} {metric}: {value:.2f} {unit}", flush=True)
 
     if "W1" in specs:
-        tok_s, server_side["W1"] = run_w1(model, specs["W1"])
+        tok_s, server_side["W1"] = run_w1(model, specs["W1"], extra)
         add("W1", "output tokens/s", tok_s, "tok/s")
     if "W2" in specs:
-        ttft, per_token, server_side["W2"] = run_w2(model, specs["W2"])
+        ttft, per_token, server_side["W2"] = run_w2(model, specs["W2"], extra)
         add("W2", "TTFT", ttft, "ms")
         add("W2", "per output token", per_token, "ms")
     if "W4" in specs:
-        tok_s, server_side["W4"] = run_w4(model, specs["W4"])
+        tok_s, server_side["W4"] = run_w4(model, specs["W4"], extra)
         add("W4", "output tokens/s", tok_s, "tok/s")
     n = threads()
     result = {
@@ -438,7 +465,7 @@ def offline(workload_file: Path, out: Path) -> dict:
             "prompts over HTTP from client threads; W1 --cache-ram 0 and cache_prompt off, W4 "
             "cache_prompt on with --cache-ram 8192; W1/W4 warm: warm prompts x "
             f"{WARM_NEW_TOKENS} tokens; W2 one slot, warm request then one streamed request, "
-            "timed by the client"
+            "timed by the client" + (f"; speculative decoding: {' '.join(extra)}" if extra else "")
         ),
         "server_timings": server_side,
         "rows": rows,

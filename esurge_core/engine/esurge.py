@@ -388,8 +388,8 @@ class eSurge:
         """Whether the next step can be planned before ``step``'s tokens are back: not when
         asynchronous scheduling is off, nor when ``step`` has more sequences than
         ``plan_ahead_max_seqs``, nor when a request of ``step`` samples with penalties (its
-        next sampling reads every token it generated), nor when ``step`` verifies drafts or
-        a request of it may draft in the next step (drafts follow known tokens only)."""
+        next sampling reads every token it generated), nor when ``step`` verifies drafts (how
+        many it accepts decides where the next tokens go)."""
         limit = self.plan_ahead_max_seqs
         return (
             self.async_scheduling
@@ -397,18 +397,7 @@ class eSurge:
             and not any(
                 chunk.request.sampling_params.uses_penalties for chunk in step.pending.sampled
             )
-            and not self._drafts_after(step)
-        )
-
-    def _drafts_after(self, step: _InFlightStep) -> bool:
-        """Whether ``step`` verifies drafts, or a request it samples may draft next step."""
-        drafter = self.drafter
-        if drafter is None:
-            return False
-        sampled = step.pending.sampled
-        return any(chunk.draft_token_ids for chunk in sampled) or (
-            self.scheduler.drafts_this_step()
-            and any(drafter.may_draft(chunk.request) for chunk in sampled)
+            and not any(chunk.draft_token_ids for chunk in step.pending.sampled)
         )
 
     def _dispatch(
@@ -424,7 +413,7 @@ class eSurge:
             request = chunk.request
             slot = request.num_output_tokens
             slots.append(slot)
-            # A step with drafts is applied before the next is planned (_drafts_after).
+            # A step with drafts is applied before the next is planned (_may_plan_ahead_of).
             if not chunk.draft_token_ids and not request.ends_by_length(
                 slot + 1, self.max_model_len
             ):
@@ -471,10 +460,15 @@ class eSurge:
 
     def _apply_drafts(self, chunk: ScheduledChunk, sampled: np.ndarray) -> None:
         """Give ``chunk``'s request the tokens its drafts earned: the model's token after its
-        last known token, and one more for each leading draft the step's tokens confirm; the
-        K/V of the drafts after the first wrong one are left to be overwritten."""
+        last known token, and one more for each leading draft the step's tokens confirm (none
+        when the drafts assumed another value for a token that was pending when they were
+        planned); the K/V of the drafts after the first wrong one are left to be overwritten."""
         request = chunk.request
-        accepted = accepted_drafts(chunk.draft_token_ids, sampled.tolist())
+        assumed = chunk.assumed_token
+        if assumed is None or request.token_ids_view[chunk.start] == assumed:
+            accepted = accepted_drafts(chunk.draft_token_ids, sampled.tolist())
+        else:
+            accepted = 0
         chunk.num_accepted_drafts = accepted
         request.num_computed_tokens = chunk.start + 1 + accepted
         choice = self._trackers[request.parent_id].choices[request.choice_index]

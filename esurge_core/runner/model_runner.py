@@ -308,13 +308,13 @@ class ModelRunner:
             input_ids[offset : offset + n - len(drafts)] = ids
             if drafts:
                 input_ids[offset + n - len(drafts) : offset + n] = drafts
-            elif ids[-1] == PENDING_TOKEN:  # only a request's last token can be pending
+            if ids[-1] == PENDING_TOKEN:  # only a request's last known token can be pending
                 request_id = chunk.request.request_id
                 if previous is None or request_id not in previous.rows:
                     raise RuntimeError(
                         f"request {request_id!r} feeds a pending token that no running step samples"
                     )
-                token_source[offset + n - 1] = previous.rows[request_id]
+                token_source[offset + len(ids) - 1] = previous.rows[request_id]
             positions[offset : offset + n] = np.arange(chunk.start, end, dtype=np.int32)
             seq_of_token[offset : offset + n] = row
             offset += n

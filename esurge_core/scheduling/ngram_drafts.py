@@ -106,12 +106,10 @@ class NgramDrafter:
             and request.num_output_tokens >= params.min_tokens
         )
 
-    def propose(self, request: Request, limit: int) -> list[int]:
-        """At most ``min(num_speculative_tokens, limit)`` drafts after ``request``'s tokens,
-        all of which must be known (no pending token)."""
+    def propose(self, request: Request, num_tokens: int) -> list[int]:
+        """Up to ``num_tokens`` tokens that may follow ``request``'s known tokens (a pending
+        last token excluded)."""
         index = request.ngram_index
         if index is None:
             index = request.ngram_index = NgramIndex(self.prompt_lookup_min, self.prompt_lookup_max)
-        return index.propose(
-            request.token_ids_view, request.num_tokens, min(self.num_speculative_tokens, limit)
-        )
+        return index.propose(request.token_ids_view, request.num_known_tokens, num_tokens)

@@ -18,10 +18,12 @@ like any other, and one that will certainly end with that token (``max_tokens`` 
 holds no pending token and is skipped until it is back. The policy (a plugin) only orders;
 the mechanics live here.
 
-With a drafter (speculative decoding, ``ngram_drafts``), a running greedy request whose
-tokens are all known may also compute draft tokens after its last one, while the step has at
-most ``drafter.max_seqs`` requests and none waits: its chunk carries them and the engine
-moves ``num_computed_tokens`` back to what the step's tokens confirm.
+With a drafter (speculative decoding, ``ngram_drafts``), a decoding greedy request may also
+compute draft tokens after its last one, while the step has at most ``drafter.max_seqs``
+requests and none waits: its chunk carries them and the engine moves ``num_computed_tokens``
+back to what the step's tokens confirm. When the last token is still pending, the lookup
+runs over the known tokens and its first token stands for the pending one
+(``assumed_token``): the drafts after it count only if the pending token is that one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class ScheduledChunk:
     ``samples`` is true when the chunk reaches the request's last known token, so the step
     produces its next token (a partial prefill chunk does not). ``draft_token_ids`` are the
     chunk's last tokens when it verifies drafts: the step samples after each of them too;
-    ``num_accepted_drafts`` is how many of them its tokens confirmed (set when applied).
+    ``assumed_token`` is the value the drafts assume for a pending token before them (else
+    ``None``); ``num_accepted_drafts`` is how many drafts its tokens confirmed (set when
+    applied).
     """
 
     request: Request
@@ -52,6 +56,7 @@ class ScheduledChunk:
     num_new_tokens: int
     samples: bool
     draft_token_ids: Sequence[int] = ()
+    assumed_token: int | None = None
     num_accepted_drafts: int = 0
 
 
@@ -157,10 +162,13 @@ class Scheduler:
             if num_new <= 0:  # waiting for a sampled token that is not back yet
                 scheduled_running.append(request)
                 continue
-            drafts = self._drafts(request, min(draft_rows, budget - 1)) if num_new == 1 else ()
+            limit = min(draft_rows, budget - 1) if num_new == 1 else 0
+            drafts, assumed = self._drafts(request, limit)
             if drafts and self._allocate(request, 1 + len(drafts), drafts):
                 scheduled_running.append(request)
-                out.chunks.append(self._commit(request, 1 + len(drafts), drafts))
+                chunk = self._commit(request, 1 + len(drafts), drafts)
+                chunk.assumed_token = assumed
+                out.chunks.append(chunk)
                 budget -= 1 + len(drafts)
                 draft_rows -= len(drafts)
                 continue
@@ -187,20 +195,25 @@ class Scheduler:
         drafter = self.drafter
         return drafter is not None and not self._waiting and len(self.running) <= drafter.max_seqs
 
-    def _drafts(self, request: Request, limit: int) -> list[int]:
+    def _drafts(self, request: Request, limit: int) -> tuple[list[int], int | None]:
         """Drafts for a decoding ``request`` (at most ``limit``, none past its ``max_tokens``
-        or ``max_model_len``); empty when it may not draft."""
+        or ``max_model_len``; empty when it may not draft), and the value they assume for
+        its pending token (``None``: no pending token)."""
         drafter = self.drafter
-        if limit <= 0 or drafter is None or request.has_pending_token:
-            return []
-        if not drafter.may_draft(request):
-            return []
+        if limit <= 0 or drafter is None or not drafter.may_draft(request):
+            return [], None
         limit = min(
             limit,
+            drafter.num_speculative_tokens,
             request.max_tokens - request.num_output_tokens - 1,
             self.max_model_len - request.num_tokens,
         )
-        return drafter.propose(request, limit)
+        if limit <= 0:
+            return [], None
+        if not request.has_pending_token:
+            return drafter.propose(request, limit), None
+        lookup = drafter.propose(request, limit + 1)
+        return (lookup[1:], lookup[0]) if len(lookup) > 1 else ([], None)
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> int:
         while self._waiting and budget > 0 and len(self.running) < self.max_num_seqs:

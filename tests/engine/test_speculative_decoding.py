@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from esurge_core.sampling.params import SamplingParams
+from esurge_core.scheduling.ngram_drafts import NgramDrafter
 
 from .hf_oracle import compare_greedy
 from .prompts import RAW_PROMPTS
@@ -43,7 +44,7 @@ def test_every_kind_of_request_gets_what_one_token_a_step_gives(engines):
 
 
 def test_a_repeating_greedy_output_takes_fewer_steps_and_streams_every_token(engines):
-    speculative, plain = engines
+    speculative = engines[0]
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
     steps, tokens = [], []
     for engine in engines:
@@ -69,3 +70,37 @@ def test_greedy_tokens_with_drafts_equal_hf(engines, smollm2_oracle):
     for prompt, output in zip(prompts, outputs):
         reference = smollm2_oracle.greedy(engine.tokenizer.encode(prompt), 32)
         assert compare_greedy(output.outputs[0].token_ids, reference) >= 1
+
+
+def test_drafts_that_are_all_right_or_all_wrong_change_no_token(engines, monkeypatch):
+    """Drafts from an oracle (the plain engine's own continuation) are all accepted, drafts
+    that are all wrong none, and either way the tokens are the plain engine's; both run
+    through steps planned ahead of a pending token (its value assumed by the lookup)."""
+    speculative, plain = engines
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    prompt = RAW_PROMPTS[2]
+    reference = plain.generate([prompt], params)[0].outputs[0].token_ids
+    prompt_len = len(speculative.tokenizer.encode(prompt))
+    vocab = len(speculative.tokenizer)
+    dispatched = []
+    dispatch = speculative.runner.dispatch
+
+    def spy(chunks, previous=None):
+        dispatched.extend(chunks)
+        return dispatch(chunks, previous)
+
+    monkeypatch.setattr(speculative.runner, "dispatch", spy)
+    for shift in (0, 1):
+
+        def continuation(self, request, num_tokens, shift=shift):
+            start = request.num_known_tokens - prompt_len
+            return [(t + shift) % vocab for t in reference[start : start + num_tokens]]
+
+        monkeypatch.setattr(NgramDrafter, "propose", continuation)
+        dispatched.clear()
+        assert speculative.generate([prompt], params)[0].outputs[0].token_ids == reference
+        with_drafts = [c for c in dispatched if c.draft_token_ids]
+        assert with_drafts and any(c.assumed_token is not None for c in with_drafts)
+        accepted = sum(c.num_accepted_drafts for c in with_drafts)
+        drafted = sum(len(c.draft_token_ids) for c in with_drafts)
+        assert accepted == (drafted if shift == 0 else 0)

@@ -144,17 +144,25 @@ def test_no_drafts_for_sampled_or_penalised_requests_nor_before_min_tokens():
         assert not chunk.draft_token_ids, params
 
 
-def test_no_drafts_after_a_pending_token_nor_with_too_many_running_or_anyone_waiting():
-    scheduler = make_scheduler(max_seqs=1)
+def test_after_a_pending_token_the_drafts_assume_the_lookups_first_token():
+    scheduler = make_scheduler()
     request = make_request("a", LOOP)
     decode_ready(scheduler, request, PENDING_TOKEN)
     (chunk,) = scheduler.schedule().chunks
-    assert not chunk.draft_token_ids
-    request.output_token_ids[-1] = 3
+    # The lookup continues the known tokens "... 1 2" with 3 1 2 3 1: 3 stands for the
+    # pending token and the four after it are the drafts.
+    assert chunk.assumed_token == 3 and list(chunk.draft_token_ids) == [1, 2, 3, 1]
+    assert (chunk.start, chunk.num_new_tokens) == (8, 5)
+
+
+def test_no_drafts_with_too_many_running_or_anyone_waiting():
+    scheduler = make_scheduler(max_seqs=1)
+    request = make_request("a", LOOP)
+    decode_ready(scheduler, request, 3)
     other = make_request("b", [9, 9, 9])
     scheduler.add_request(other)  # waiting at the start of the plan
     assert not any(c.draft_token_ids for c in scheduler.schedule().chunks)
-    request.output_token_ids.append(1)
+    request.output_token_ids.append(3)
     other.output_token_ids.append(9)
     assert len(scheduler.running) == 2  # more than max_seqs
     assert not any(c.draft_token_ids for c in scheduler.schedule().chunks)
