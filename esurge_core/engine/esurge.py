@@ -469,15 +469,16 @@ class eSurge:
             accepted = accepted_drafts(chunk.draft_token_ids, sampled.tolist())
         else:
             accepted = 0
-        chunk.num_accepted_drafts = accepted
         request.num_computed_tokens = chunk.start + 1 + accepted
         choice = self._trackers[request.parent_id].choices[request.choice_index]
-        for token_id in sampled[: accepted + 1].tolist():
+        for given, token_id in enumerate(sampled[: accepted + 1].tolist()):
             request.output_token_ids.append(token_id)
             reason = choice.on_token(token_id, num_output=request.num_output_tokens)
-            if reason is not None:
+            if reason is not None:  # the tokens after the one that ends it are not output
                 self.scheduler.finish_requests([request], reason)
-                return
+                accepted = given
+                break
+        chunk.num_accepted_drafts = accepted
 
     def _drain_inbox(self, touched: dict[str, RequestTracker]) -> None:
         while self._inbox:

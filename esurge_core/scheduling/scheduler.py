@@ -47,8 +47,8 @@ class ScheduledChunk:
     produces its next token (a partial prefill chunk does not). ``draft_token_ids`` are the
     chunk's last tokens when it verifies drafts: the step samples after each of them too;
     ``assumed_token`` is the value the drafts assume for a pending token before them (else
-    ``None``); ``num_accepted_drafts`` is how many drafts its tokens confirmed (set when
-    applied).
+    ``None``); ``num_accepted_drafts`` is how many drafts its tokens confirmed and became output
+    (set when applied).
     """
 
     request: Request

@@ -180,3 +180,22 @@ def test_vllm_peer_setting_may_name_a_step_token_budget():
             peer.parse_setting(bad)
     with pytest.raises(ValueError, match="float dtype"):
         peer.parse_setting("Q4_1,max_num_batched_tokens=512")
+
+
+def test_esurge_peer_setting_may_ask_for_speculative_decoding():
+    peer = _module(BENCHMARKS / "peers" / "esurge_peer.py")
+    options = peer.engine_options("bf16-weights-kv,num_speculative_tokens=5,prompt_lookup_max=3")
+    assert options["num_speculative_tokens"] == 5 and options["prompt_lookup_max"] == 3
+    argv, _ = peer.server_command("w.json", 8000, "float32,num_speculative_tokens=5")
+    assert argv[argv.index("--num-speculative-tokens") + 1] == "5"
+
+
+def test_llama_cpp_peer_setting_passes_speculative_flags_to_the_server():
+    peer = _module(BENCHMARKS / "peers" / "llama_cpp_peer.py")
+    assert peer.split_setting("F16") == ("F16", [])
+    precision, flags = peer.split_setting("F16,spec-type=ngram-simple,spec-draft-n-max=16")
+    assert precision == "F16"
+    assert flags == ["--spec-type", "ngram-simple", "--spec-draft-n-max", "16"]
+    for bad in ("F16,threads=4", "F16,spec-type", "F16,spec-type="):
+        with pytest.raises(ValueError, match="spec-KEY=VALUE"):
+            peer.split_setting(bad)
