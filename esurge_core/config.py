@@ -112,7 +112,7 @@ class SchedulerConfig(_Section):
         le=15,
         description=(
             "Draft tokens a greedy request may verify per step, proposed by n-gram prompt "
-            "lookup over its own prompt and output (the output is token for token the same); "
+            "lookup over its own prompt and output (the output stays greedy decoding's); "
             "0: off. Worth it where the model repeats what it has seen and the step is bound "
             "by reading the weights (small batches): see docs/speculative_decoding.md."
         ),

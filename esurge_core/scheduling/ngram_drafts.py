@@ -7,7 +7,7 @@ most recent earlier occurrence of the request's last ``n`` tokens (longest ``n``
 ``prompt_lookup_max`` down to ``prompt_lookup_min``) and proposes the tokens that followed
 it. The step then computes the last token and the drafts together, the model's greedy token
 after each position is sampled, and the drafts are accepted while they equal those tokens
-(``accepted_drafts``): the output is token for token what one token a step gives, while a
+(``accepted_drafts``): the output is greedy decoding's, one token a step's, while a
 step that reads the weights once yields up to ``1 + k`` tokens.
 
 Each request keeps an ``NgramIndex``: the last position of every n-gram of its known tokens,
