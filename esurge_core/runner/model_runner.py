@@ -335,35 +335,25 @@ class ModelRunner:
         logits_indices = np.zeros(s_pad, np.int32)
         sampled_rows = [row for row, c in enumerate(chunks) if c.samples]
         last_tokens = cu_q_lens[np.asarray(sampled_rows, np.int32) + 1] - 1
-        sampling_rows = [
-            SamplingRow(
-                c.request.sampling_params,
-                c.request.seed,
-                c.request.prompt_token_ids,
-                c.request.output_token_ids,
+        # A chunk with drafts samples after each of its last 1 + len(drafts) tokens.
+        sampling_rows: list[SamplingRow] = []
+        first_rows: list[int] = []
+        for chunk in sampled:
+            first_rows.append(len(sampling_rows))
+            request = chunk.request
+            row = SamplingRow(
+                request.sampling_params,
+                request.seed,
+                request.prompt_token_ids,
+                request.output_token_ids,
             )
-            for c in sampled
-        ]
-        first_rows = list(range(len(sampled)))
+            sampling_rows += [row] * (1 + len(chunk.draft_token_ids))
         if num_rows == len(sampled):
             logits_indices[:num_rows] = last_tokens
-        else:  # a chunk with drafts samples after each of its last 1 + len(drafts) tokens
-            sampling_rows, row = [], 0
-            for i, chunk in enumerate(sampled):
+        else:
+            for chunk, first, last in zip(sampled, first_rows, last_tokens, strict=True):
                 width = 1 + len(chunk.draft_token_ids)
-                first_rows[i] = row
-                logits_indices[row : row + width] = np.arange(
-                    last_tokens[i] - width + 1, last_tokens[i] + 1
-                )
-                sampling_rows += [
-                    SamplingRow(
-                        chunk.request.sampling_params,
-                        chunk.request.seed,
-                        chunk.request.prompt_token_ids,
-                        chunk.request.output_token_ids,
-                    )
-                ] * width
-                row += width
+                logits_indices[first : first + width] = np.arange(last - width + 1, last + 1)
         batch = SamplingBatch.from_requests(sampling_rows, s_pad, eos_token_ids=self.eos_token_ids)
         metadata = AttentionMetadata(
             kv_lens=kv_lens,

@@ -155,7 +155,7 @@ class Scheduler:
         scheduled_running: list[Request] = []
         unscheduled = list(self.running)
         # Each draft adds a sampled row, and a step samples at most max_num_seqs rows.
-        draft_rows = self.max_num_seqs - len(self.running) if self.drafts_this_step() else 0
+        draft_rows = self.max_num_seqs - len(self.running) if self._drafts_this_step() else 0
         while unscheduled and budget > 0:
             request = unscheduled.pop(0)
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
@@ -189,7 +189,7 @@ class Scheduler:
         out.num_scheduled_tokens = self.max_num_batched_tokens - budget
         return out
 
-    def drafts_this_step(self) -> bool:
+    def _drafts_this_step(self) -> bool:
         """Whether the next plan may give running requests drafts (a drafter, at most its
         ``max_seqs`` requests running, and none waiting)."""
         drafter = self.drafter
