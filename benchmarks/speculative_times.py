@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from compare_peers import prompts
-from peers.esurge_peer import workload_engine
+from peers.esurge_peer import timed_stream_tokens, workload_engine
 
 from esurge_core import SamplingParams
 from esurge_core.host_malloc import reexec_with_tuned_malloc
@@ -35,18 +34,6 @@ CHAT_QUESTIONS = (
     "Give me advice on learning to play the guitar.",
     "Summarise the plot of Romeo and Juliet.",
 )
-
-
-def stream(engine, prompt: list[int], params) -> tuple[float, list[int]]:
-    """ms per output token after the first, and the tokens, of one streamed request."""
-    first = None
-    last = None
-    for out in engine.stream({"prompt_token_ids": prompt}, params):
-        if first is None and out.outputs[0].delta_token_ids:
-            first = time.perf_counter()
-        last = out
-    tokens = list(last.outputs[0].token_ids)
-    return (time.perf_counter() - first) * 1000 / max(len(tokens) - 1, 1), tokens
 
 
 def counter(engine, name: str) -> int:
@@ -79,7 +66,7 @@ def main() -> None:
         warm = chat([{"role": "user", "content": "Say hello."}])
     try:
         for engine in engines.values():
-            stream(engine, warm, params)
+            timed_stream_tokens(engine, warm, params)
         times: dict[int, list[float]] = {k: [] for k in engines}
         tokens: dict[int, list[list[int]]] = {k: [] for k in engines}
         steps: dict[int, int] = {}
@@ -87,7 +74,7 @@ def main() -> None:
             for prompt in streams:
                 for k, engine in engines.items():
                     before = engine.num_steps
-                    per_token, out = stream(engine, prompt, params)
+                    _, per_token, out = timed_stream_tokens(engine, prompt, params)
                     times[k].append(per_token)
                     if repeat == 0:
                         tokens[k].append(out)

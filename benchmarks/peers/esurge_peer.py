@@ -257,13 +257,23 @@ def _throughput(engine, spec: dict) -> tuple[float, int]:
 def timed_stream(engine, prompt: list[int], params) -> tuple[float, float]:
     """Stream ``prompt`` through ``engine``; W2's TTFT and time per output token after the
     first (ms), for ``params.max_tokens`` tokens (at least 2)."""
+    ttft, per_token, _ = timed_stream_tokens(engine, prompt, params)
+    return ttft, per_token
+
+
+def timed_stream_tokens(engine, prompt: list[int], params) -> tuple[float, float, list[int]]:
+    """``timed_stream``'s TTFT and time per output token after the first (ms, over the
+    tokens the stream gave, at least 2), and those tokens."""
     start = time.perf_counter()
     first = None
+    last = None
     for out in engine.stream({"prompt_token_ids": prompt}, params):
         if first is None and out.outputs[0].delta_token_ids:
             first = time.perf_counter() - start
+        last = out
     total = time.perf_counter() - start
-    return first * 1000, (total - first) * 1000 / (params.max_tokens - 1)
+    tokens = list(last.outputs[0].token_ids)
+    return first * 1000, (total - first) * 1000 / (len(tokens) - 1), tokens
 
 
 def _single(engine, spec: dict) -> tuple[float, float, int]:
