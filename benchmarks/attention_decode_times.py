@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/attention_decode_times.py --context 192 560
     .venv/bin/python benchmarks/attention_decode_times.py --context 560 --shared
     .venv/bin/python benchmarks/attention_decode_times.py --context 528 --query-len 16
+    .venv/bin/python benchmarks/attention_decode_times.py --seqs 1 --context 1024 2048 \
+        --span-min-keys 0 512 --chain 30 --alternations 60
 
 64 sequences of ``--query-len`` new tokens each (default 1: a decode step; W4's prefill
 step has 16 per sequence after the shared prefix), 9 query / 3 kv heads of 64, fp32 queries
@@ -12,11 +14,17 @@ prefix, as in W4). Prints the best time
 of one call (one layer) over ``--repeats`` chained calls (``--chain N``: N calls chained in
 one compiled function, the best time of it divided by N), and its rate in GFLOP/s (QK and
 PV over the visible keys).
+
+``--span-min-keys A B ...`` times the kernel with each ``decode_span_min_keys`` (0: one item per
+decode token; docs/attention.md) on the same inputs, alternated ``--alternations`` times in one
+process (the best of five calls each time), and prints each setting's median and how often
+the last one was faster than the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import jax
@@ -27,15 +35,16 @@ from esurge_attention_cpu import kernel
 Q_HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE = 9, 3, 64, 16
 
 
-def time_one(
+def layer_calls(
     seqs: int,
     context: int,
     query_len: int,
     shared: bool,
-    repeats: int,
     chain: int,
     cache_mb: int,
-) -> float:
+    span_min_keys: list[int],
+):
+    """One compiled chain of ``chain`` calls per span setting, and their inputs."""
     pages_per_seq = -(-context // PAGE_SIZE)
     rng = np.random.default_rng(0)
     page_bytes = PAGE_SIZE * 2 * KV_HEADS * HEAD_DIM * 2
@@ -55,20 +64,31 @@ def time_one(
         jnp.asarray([seqs], jnp.int32),
     )
 
-    def layers(q, *rest):  # `chain` calls, each fed the last one's output, as layers are
+    def layers(q, *rest, span):  # `chain` calls, each fed the last one's output, as layers are
         for _ in range(chain):
-            q = q + kernel.ragged_paged_attention(q, *rest, sm_scale=0.125) * 1e-6
+            attended = kernel.ragged_paged_attention(
+                q, *rest, sm_scale=0.125, decode_span_min_keys=span
+            )
+            q = q + attended * 1e-6
         return q
 
-    call = jax.jit(layers)
-    call(q, *operands).block_until_ready()
+    calls = {
+        span: jax.jit(lambda q, *rest, span=span: layers(q, *rest, span=span))
+        for span in span_min_keys
+    }
+    for call in calls.values():
+        call(q, *operands).block_until_ready()
+    return calls, q, operands
+
+
+def best_seconds(call, q, operands, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         q = call(q, *operands)
         q.block_until_ready()
         best = min(best, time.perf_counter() - start)
-    return best / chain
+    return best
 
 
 def main() -> None:
@@ -78,6 +98,14 @@ def main() -> None:
     parser.add_argument("--query-len", type=int, default=1)
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument(
+        "--span-min-keys",
+        type=int,
+        nargs="+",
+        default=[kernel.DECODE_SPAN_MIN_KEYS],
+        help="decode_span_min_keys settings to time side by side (0: one item per decode token)",
+    )
+    parser.add_argument("--alternations", type=int, default=60)
     parser.add_argument(
         "--chain",
         type=int,
@@ -94,22 +122,38 @@ def main() -> None:
     )
     args = parser.parse_args()
     for context in args.context:
-        seconds = time_one(
+        calls, q, operands = layer_calls(
             args.seqs,
             context,
             args.query_len,
             args.shared,
-            args.repeats,
             args.chain,
             args.cache_mb,
+            args.span_min_keys,
         )
         visible = sum(context - args.query_len + 1 + i for i in range(args.query_len))
         flops = 4 * args.seqs * Q_HEADS * visible * HEAD_DIM
-        print(
+        label = (
             f"context {context}, {args.query_len} new tokens"
-            f"{' shared prefix' if args.shared else ''}: "
-            f"{seconds * 1e3:.3f} ms per layer, {flops / seconds / 1e9:.0f} GFLOP/s"
+            f"{' shared prefix' if args.shared else ''}"
         )
+        if len(calls) == 1:
+            seconds = best_seconds(*calls.values(), q, operands, args.repeats) / args.chain
+            print(f"{label}: {seconds * 1e3:.3f} ms per layer, {flops / seconds / 1e9:.0f} GFLOP/s")
+            continue
+        times: dict[int, list[float]] = {span: [] for span in calls}
+        order = list(calls)
+        for turn in range(args.alternations):
+            for span in order if turn % 2 == 0 else order[::-1]:
+                times[span].append(best_seconds(calls[span], q, operands, 5) / args.chain)
+        for span, seconds in times.items():
+            print(
+                f"{label}, decode_span_min_keys {span}: {statistics.median(seconds) * 1e6:.1f} us "
+                f"per layer (median of {args.alternations} best-of-5)"
+            )
+        first, last = times[order[0]], times[order[-1]]
+        won = sum(b < a for a, b in zip(first, last, strict=True))
+        print(f"  decode_span_min_keys {order[-1]} faster than {order[0]} in {won} of {len(first)}")
 
 
 if __name__ == "__main__":

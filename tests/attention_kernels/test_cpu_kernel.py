@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from esurge_attention_cpu import kernel, native_build
 
-from tests.attention.ragged_batches import random_batch
+from tests.attention.ragged_batches import RaggedBatch, dense_reference, random_batch
 
 
 def _batch(rng, **overrides):
@@ -67,6 +67,66 @@ def test_a_single_decode_sequence_split_by_kv_head_matches_xla(rng, kv_dtype):
         np.asarray(kernel.ragged_paged_attention(*inputs, sm_scale=0.2))[:1],
         np.asarray(xla(*inputs, sm_scale=0.2))[:1],
         atol=1e-5,
+    )
+
+
+# (new tokens, keys) per sequence. In a step of few sequences a decode token's visible keys are
+# attended in equal spans of at least 512 keys, one item each, whose softmax states are merged
+# after (here 4 spans of the longest, 2 of 1024 keys); in a larger step (the mix) in one item.
+CONTEXTS = {
+    "one-long": [(1, 2150)],
+    "one-just-two-spans": [(1, 1024)],
+    "one-too-short-to-split": [(1, 1000)],
+    "two": [(1, 1030), (1, 700)],
+    "mix": [(1, 1500), (1, 700), (24, 900), (1, 512), (1, 1024), (1, 100), (3, 1030)],
+}
+
+
+def _long_context_batch(rng, lengths, page_size=16):
+    num_q_heads, num_kv_heads, head_dim = 9, 3, 64
+    pages_per_seq = -(-max(kv for _, kv in lengths) // page_size)
+    max_num_seqs = len(lengths) + 1
+    num_pages = 1 + max_num_seqs * pages_per_seq
+    pool = rng.permutation(np.arange(1, num_pages)).astype(np.int32)
+    page_indices = np.zeros((max_num_seqs, pages_per_seq), np.int32)
+    page_indices[: len(lengths)] = pool[: len(lengths) * pages_per_seq].reshape(-1, pages_per_seq)
+    q_lens = [q for q, _ in lengths]
+    cu_q_lens = np.zeros(max_num_seqs + 1, np.int32)
+    cu_q_lens[1 : len(lengths) + 1] = np.cumsum(q_lens)
+    cu_q_lens[len(lengths) + 1 :] = cu_q_lens[len(lengths)]
+    kv_lens = np.zeros(max_num_seqs, np.int32)
+    kv_lens[: len(lengths)] = [kv for _, kv in lengths]
+    kv_pages = rng.standard_normal((num_pages, page_size, 2 * num_kv_heads, head_dim))
+    kv_pages[0] = 50.0  # the null page: garbage a kernel must never read
+    return RaggedBatch(
+        queries=rng.standard_normal((sum(q_lens) + 2, num_q_heads, head_dim)).astype(np.float32),
+        kv_pages=kv_pages.astype(np.float32),
+        kv_lens=kv_lens,
+        page_indices=page_indices,
+        cu_q_lens=cu_q_lens,
+        num_seqs=np.array([len(lengths)], np.int32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("contexts", "kv_dtype", "limits"),
+    [
+        (name, jnp.bfloat16, limits)
+        for name in CONTEXTS
+        for limits in ({}, {"sliding_window": 1100}, {"chunk_size": 1100})
+    ]
+    + [("one-long", jnp.float32, {})],
+    ids=str,
+)
+def test_long_decode_contexts_match_the_float64_reference(rng, contexts, kv_dtype, limits):
+    batch = _long_context_batch(rng, CONTEXTS[contexts])
+    if kv_dtype == jnp.bfloat16:  # the reference sees the values the kernel reads
+        batch.kv_pages[:] = np.asarray(jnp.asarray(batch.kv_pages, jnp.bfloat16), np.float32)
+    q, kv, *rest = (jnp.asarray(x) for x in batch.inputs())
+    out = kernel.ragged_paged_attention(q, kv.astype(kv_dtype), *rest, sm_scale=0.125, **limits)
+    expected = dense_reference(batch, sm_scale=0.125, **limits)
+    np.testing.assert_allclose(
+        np.asarray(out)[: batch.num_real_tokens], expected, atol=2e-5, rtol=1e-4
     )
 
 

@@ -29,6 +29,10 @@ __all__ = ["ragged_paged_attention", "register_kernel", "write_kv_pages"]
 #: (queries or new K/V dtype, cache dtype) pairs the native code implements.
 SUPPORTED_DTYPES = {("float32", "float32"), ("float32", "bfloat16"), ("bfloat16", "bfloat16")}
 
+#: The fewest keys of a span of a decode token's keys in a step of few work items
+#: (``docs/attention.md``).
+DECODE_SPAN_MIN_KEYS = 512
+
 
 def register_kernel() -> None:
     """Build (once per machine) and load the native library, and register its FFI targets."""
@@ -47,10 +51,15 @@ def ragged_paged_attention(
     sliding_window: int | None = None,
     chunk_size: int | None = None,
     soft_cap: float | None = None,
+    decode_span_min_keys: int = DECODE_SPAN_MIN_KEYS,
 ) -> jax.Array:
     """Causal attention of a ragged batch of new tokens over a paged KV cache (on CPU).
 
-    Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``; queries /
+    Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``, and
+    ``decode_span_min_keys``: in a step of fewer than two work items per thread, a decode
+    token's visible keys are attended in equal spans of at least this many keys, one item each,
+    as many as make two items per thread (0: one item per token; a tuning knob, the results
+    agree either way within rounding); queries /
     ``kv_pages`` dtypes float32 / float32, float32 / bfloat16 (a bf16 cache under fp32
     activations) or bfloat16 / bfloat16; ``head_dim <= 256`` and
     ``num_q_heads / num_kv_heads <= 32``. Rows of padding tokens are zero.
@@ -78,6 +87,10 @@ def ragged_paged_attention(
             f"the cpu kernel supports head_dim <= 256 (got {head_dim}) and "
             f"num_q_heads / num_kv_heads <= 32 (got {group}); use the xla backend"
         )
+    if decode_span_min_keys < 0:
+        raise ValueError(
+            f"decode_span_min_keys must be >= 0 (0: no spans), got {decode_span_min_keys}"
+        )
     register_kernel()
     call = jax.ffi.ffi_call(
         RAGGED_PAGED_ATTENTION, jax.ShapeDtypeStruct(queries.shape, queries.dtype)
@@ -92,6 +105,7 @@ def ragged_paged_attention(
         sm_scale=np.float32(sm_scale),
         sliding_window=np.int64(sliding_window or 0),
         chunk_size=np.int64(chunk_size or 0),
+        decode_span_min_keys=np.int64(decode_span_min_keys),
         soft_cap=np.float32(soft_cap or 0.0),
     )
 

@@ -39,6 +39,17 @@ namespace {
 constexpr int kKeyTile = 32;
 constexpr int kMaxRowsPerItem = 32;
 constexpr float kMasked = -1e30f;
+// In a step of fewer than kSpanStepItemsPerThread items per thread, a decode token's visible
+// keys are split into equal spans of at least Layout::span_min_keys keys (the call's
+// `decode_span_min_keys`, 512 from Python), one work item each, as many as make about
+// kSpanItemsPerThread items per thread, and their softmax states are merged afterwards: a single
+// long sequence then keeps every thread busy (SmolLM2's three kv heads on two threads left one
+// thread idle a third of the time; items finer than the threads' count balance a worker that
+// joins late). Measured on the 2-core Zen 4 kind (docs/PERFORMANCE.md step 49). Larger steps
+// keep one item per token: spans cut into a sequence's stream of pages (spans at fixed
+// multiples of 512 keys cost 64 sequences 4-5% a layer).
+constexpr int64_t kSpanStepItemsPerThread = 2;
+constexpr int64_t kSpanItemsPerThread = 6;
 
 inline float Bf16ToF32(uint16_t x) {
   uint32_t bits = static_cast<uint32_t>(x) << 16;
@@ -96,8 +107,18 @@ struct Layout {
   int64_t pages_per_seq;
   float sm_scale, soft_cap;
   int64_t sliding_window, chunk_size;  // 0: none
+  int64_t span_min_keys = 0;  // the fewest keys of a decode token's span; 0: no spans
   const SharedPrefixState* prefix = nullptr;  // set where some sequences share a prefix
+  // Softmax states of the items that cover one span of a decode token's keys (Item::span),
+  // kMaxRowsPerItem rows of SpanStateFloats() each.
+  float* span_states = nullptr;
 };
+
+// Floats of one row's softmax state over a span: its max, its denominator, its weighted values.
+inline int64_t SpanStateFloats(const Layout& L) { return 2 + L.head_dim; }
+inline float* SpanStateRow(const Layout& L, int32_t span, int64_t row) {
+  return L.span_states + (span * int64_t{kMaxRowsPerItem} + row) * SpanStateFloats(L);
+}
 
 // Which kernel runs a work item.
 enum class Path : uint8_t {
@@ -118,7 +139,15 @@ struct Item {
   int32_t g0 = 0, ng = 0;
   // Keys below this were attended by the shared-prefix pass; the item starts from its state.
   int32_t prefix_end = 0;
+  // A decode token's item that covers keys [key_from, key_to) only and leaves its rows'
+  // softmax states in span state `span` (Layout::span_states) for MergeSpans; -1: every key.
+  int32_t span = -1, key_from = 0, key_to = 0;
 };
+
+// The work of an item, for ordering them: the keys its last query token sees.
+inline int64_t ItemKeys(const Item& it) {
+  return it.span >= 0 ? it.key_to - it.key_from : it.kv_len - it.q_len + it.q0;
+}
 
 template <typename T>
 inline float Load(const T* p, int64_t i);
@@ -468,8 +497,15 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
                               row_max[r], denom[r], acc + r * kD);
     }
   }
+  if (it.span >= 0) {
+    for (int64_t r = 0; r < rows; ++r) {
+      row_lo[r] = std::max<int64_t>(row_lo[r], it.key_from);
+      row_hi[r] = std::min<int64_t>(row_hi[r], it.key_to - 1);
+    }
+  }
   const int64_t key_begin = row_lo[0];
-  const int64_t key_end = std::min<int64_t>(last_pos, it.kv_len - 1) + 1;  // exclusive
+  const int64_t key_end = std::min<int64_t>(
+      std::min<int64_t>(last_pos, it.kv_len - 1) + 1, it.span >= 0 ? it.key_to : it.kv_len);
   const int64_t item_offset = 2 * it.h * kD;
   const int64_t item_bytes = 2 * it.nh * kD * static_cast<int64_t>(sizeof(TKV));
   auto token_row = [&](int64_t pos) {
@@ -567,10 +603,49 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
       }
     }
   }
+  if (it.span >= 0) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* state = SpanStateRow(L, it.span, r);
+      state[0] = row_max[r];
+      state[1] = denom[r];
+      std::copy(acc + r * kD, acc + (r + 1) * kD, state + 2);
+    }
+    return;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t token = it.q_begin + r / rows_per_token;
     const int64_t head = it.h * g + r % rows_per_token;
     StoreNormalised(acc + r * kD, denom[r], kD, out + (token * L.num_q_heads + head) * kD);
+  }
+}
+
+// The outputs of a decode token's items that each covered one span of its keys: per row, the
+// spans' softmax states rescaled to their common max and summed, in span order.
+struct SpanMerge {
+  int32_t first_span, spans;  // span states [first_span, first_span + spans)
+  int32_t token, h, nh;       // the items' query token and kv heads
+};
+
+template <typename TQ>
+void MergeSpans(const Layout& L, const SpanMerge& m, TQ* out) {
+  const int64_t kD = L.head_dim;
+  float values[256];
+  for (int64_t r = 0; r < m.nh * L.group; ++r) {
+    float row_max = kMasked;
+    for (int32_t s = 0; s < m.spans; ++s) {
+      row_max = std::max(row_max, SpanStateRow(L, m.first_span + s, r)[0]);
+    }
+    float denom = 0.0f;
+    std::fill(values, values + kD, 0.0f);
+    for (int32_t s = 0; s < m.spans; ++s) {
+      const float* state = SpanStateRow(L, m.first_span + s, r);
+      if (state[1] == 0.0f) continue;  // a span that saw no key
+      const float scale = ExpNonPositive(state[0] - row_max);
+      denom += state[1] * scale;
+      for (int64_t d = 0; d < kD; ++d) values[d] += state[2 + d] * scale;
+    }
+    const int64_t head = m.h * L.group + r;
+    StoreNormalised(values, denom, kD, out + (m.token * L.num_q_heads + head) * kD);
   }
 }
 
@@ -956,6 +1031,20 @@ ffi::Error Run(Layout L, const TQ* queries, const TKV* kv, const int32_t* kv_len
                        prefix_state, prefix_end, prefix_items, prefix_rows);
     if (!prefix_items.empty()) L.prefix = &prefix_state;
   }
+  // Decode tokens on the vector path (head sizes it unrolls), without a shared-prefix state to
+  // resume from, in a step of few items: up to `span_splits` items each, over equal spans of
+  // their visible keys.
+  const int64_t unsplit_items = num_seqs * ((L.num_kv_heads + vector_heads - 1) / vector_heads);
+  const int64_t wanted_items = kSpanItemsPerThread * esurge_cpu::PoolSize();
+  const bool spans_available =
+      L.span_min_keys > 0 && L.prefix == nullptr &&
+      unsplit_items < kSpanStepItemsPerThread * esurge_cpu::PoolSize() &&
+      (L.head_dim == 64 || L.head_dim == 128 || L.head_dim == 256);
+  const int64_t span_splits =
+      spans_available ? (wanted_items + unsplit_items - 1) / std::max<int64_t>(unsplit_items, 1)
+                      : 1;
+  std::vector<SpanMerge> merges;
+  int32_t num_spans = 0;
   std::vector<Item> items;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int32_t begin = cu_q_lens[s], end = cu_q_lens[s + 1];
@@ -997,19 +1086,41 @@ ffi::Error Run(Layout L, const TQ* queries, const TKV* kv, const int32_t* kv_len
         }
         continue;
       }
+      const int64_t first_key = FirstVisibleKey(L, kv_len - 1);
+      const int64_t num_spans_of_token =
+          spans_available && path == Path::kVector && q_len == 1
+              ? std::min<int64_t>(span_splits, (kv_len - first_key) / L.span_min_keys)
+              : 1;
+      const bool spans = num_spans_of_token > 1;
       for (int64_t h = 0; h < L.num_kv_heads; h += heads_per_item) {
         const int64_t nh = std::min<int64_t>(heads_per_item, L.num_kv_heads - h);
-        items.push_back(Item{static_cast<int32_t>(s), static_cast<int32_t>(h),
-                             static_cast<int32_t>(nh), begin + q0, nq, kv_len, q_len, q0,
-                             path});
-        if (L.prefix != nullptr) items.back().prefix_end = prefix_end[s];
+        const Item item{static_cast<int32_t>(s), static_cast<int32_t>(h),
+                        static_cast<int32_t>(nh), begin + q0, nq, kv_len, q_len, q0, path};
+        if (!spans) {
+          items.push_back(item);
+          if (L.prefix != nullptr) items.back().prefix_end = prefix_end[s];
+          continue;
+        }
+        SpanMerge merge{num_spans, 0, begin, static_cast<int32_t>(h), static_cast<int32_t>(nh)};
+        for (int64_t i = 0; i < num_spans_of_token; ++i) {
+          items.push_back(item);
+          items.back().span = num_spans++;
+          items.back().key_from =
+              static_cast<int32_t>(first_key + (kv_len - first_key) * i / num_spans_of_token);
+          items.back().key_to = static_cast<int32_t>(first_key + (kv_len - first_key) * (i + 1) /
+                                                                     num_spans_of_token);
+          ++merge.spans;
+        }
+        merges.push_back(merge);
       }
     }
   }
   // Costlier items (later query blocks see more keys) first, for better load balance.
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return a.kv_len - a.q_len + a.q0 > b.kv_len - b.q_len + b.q0;
-  });
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return ItemKeys(a) > ItemKeys(b); });
+  std::vector<float> span_states(static_cast<size_t>(num_spans) * kMaxRowsPerItem *
+                                 SpanStateFloats(L));
+  L.span_states = span_states.data();
   if (L.prefix != nullptr) {
     esurge_cpu::ParallelFor(static_cast<int64_t>(prefix_items.size()), [&](int64_t i) {
       const PrefixItem& it = prefix_items[i];
@@ -1038,6 +1149,13 @@ ffi::Error Run(Layout L, const TQ* queries, const TKV* kv, const int32_t* kv_len
     }
     AttendItemAnyHeadDim<TQ, TKV>(L, it, queries, kv, page_table, out);
   });
+  // A merge is a few rows of head_dim values: a handful run where they are.
+  const auto merge = [&](int64_t i) { MergeSpans(L, merges[i], out); };
+  if (merges.size() <= 8) {
+    for (size_t i = 0; i < merges.size(); ++i) merge(static_cast<int64_t>(i));
+  } else {
+    esurge_cpu::ParallelFor(static_cast<int64_t>(merges.size()), merge);
+  }
   return ffi::Error::Success();
 }
 
@@ -1048,6 +1166,7 @@ ffi::Error RaggedPagedAttentionImpl(ffi::AnyBuffer queries, ffi::AnyBuffer kv_pa
                                     ffi::Buffer<ffi::S32> num_seqs,
                                     ffi::Result<ffi::AnyBuffer> out, float sm_scale,
                                     int64_t sliding_window, int64_t chunk_size,
+                                    int64_t decode_span_min_keys,
                                     float soft_cap, ffi::ThreadPool thread_pool) {
   esurge_cpu::XlaThreadPoolScope pool_scope(thread_pool, esurge_cpu::LeadingDimension(queries));
   const auto q_dims = queries.dimensions();
@@ -1068,6 +1187,7 @@ ffi::Error RaggedPagedAttentionImpl(ffi::AnyBuffer queries, ffi::AnyBuffer kv_pa
   L.soft_cap = soft_cap;
   L.sliding_window = sliding_window;
   L.chunk_size = chunk_size;
+  L.span_min_keys = std::max<int64_t>(decode_span_min_keys, 0);
   if (L.head_dim > 256 || L.group > kMaxRowsPerItem) {
     return ffi::Error::InvalidArgument(
         "ragged_paged_attention (cpu): head_dim must be <= 256 and num_q_heads / num_kv_heads "
@@ -1182,6 +1302,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EsurgeRaggedPagedAttention, RaggedPagedAttentionIm
                                   .Attr<float>("sm_scale")
                                   .Attr<int64_t>("sliding_window")
                                   .Attr<int64_t>("chunk_size")
+                                  .Attr<int64_t>("decode_span_min_keys")
                                   .Attr<float>("soft_cap")
                                   .Ctx<ffi::ThreadPool>());
 
