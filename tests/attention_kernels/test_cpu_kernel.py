@@ -130,6 +130,12 @@ def test_long_decode_contexts_match_the_float64_reference(rng, contexts, kv_dtyp
     )
 
 
+def test_a_negative_span_length_is_rejected_with_its_value(rng):
+    inputs = map(jnp.asarray, _batch(rng).inputs())
+    with pytest.raises(ValueError, match=r"decode_span_min_keys must be >= 0 .* got -1"):
+        kernel.ragged_paged_attention(*inputs, decode_span_min_keys=-1)
+
+
 def test_mixed_dtypes_are_rejected_with_both_named(rng):
     queries, kv_pages, *meta = map(jnp.asarray, _batch(rng).inputs())
     with pytest.raises(ValueError, match="got bfloat16 / float32"):
