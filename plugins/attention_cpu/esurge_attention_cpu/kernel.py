@@ -58,8 +58,8 @@ def ragged_paged_attention(
     Arguments and result as ``esurge_attention_xla.kernel.ragged_paged_attention``, and
     ``decode_span_min_keys``: in a step of fewer than two work items per thread, a decode
     token's visible keys are attended in equal spans of at least this many keys, one item each,
-    as many as make two items per thread (0: one item per token; a tuning knob, the results
-    agree either way within rounding); queries /
+    as many as make about six items per thread (0: one item per token; a tuning knob, the
+    results agree either way within rounding); queries /
     ``kv_pages`` dtypes float32 / float32, float32 / bfloat16 (a bf16 cache under fp32
     activations) or bfloat16 / bfloat16; ``head_dim <= 256`` and
     ``num_q_heads / num_kv_heads <= 32``. Rows of padding tokens are zero.
