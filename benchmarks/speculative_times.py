@@ -36,13 +36,6 @@ CHAT_QUESTIONS = (
 )
 
 
-def counter(engine, name: str) -> int:
-    value = engine.metrics.registry.get_sample_value(
-        f"esurge:{name}_total", {"model_name": engine.model_name}
-    )
-    return int(value or 0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drafts", type=int, nargs="+", default=[0, 5])
@@ -82,11 +75,12 @@ def main() -> None:
         reference = tokens[args.drafts[0]]
         for k, engine in engines.items():
             same = sum(a == b for a, b in zip(tokens[k], reference, strict=True))
+            metrics = engine.metrics.snapshot()
             print(
                 f"drafts {k:2d}: {statistics.median(times[k]):6.2f} ms a token (median of "
                 f"{len(times[k])}), {steps[k]} steps for the first pass, "
-                f"{counter(engine, 'spec_decode_num_draft_tokens')} drafts verified, "
-                f"{counter(engine, 'spec_decode_num_accepted_tokens')} accepted, "
+                f"{metrics.spec_decode_draft_tokens} drafts verified, "
+                f"{metrics.spec_decode_accepted_tokens} accepted, "
                 f"{same}/{len(reference)} streams equal to drafts {args.drafts[0]}'s"
             )
     finally:

@@ -261,6 +261,8 @@ class EngineMetrics:
             num_compilations=int(values["num_compilations_total"]),
             prefix_cache_queries=int(values["prefix_cache_queries_total"]),
             prefix_cache_hits=int(values["prefix_cache_hits_total"]),
+            spec_decode_draft_tokens=int(values["spec_decode_num_draft_tokens_total"]),
+            spec_decode_accepted_tokens=int(values["spec_decode_num_accepted_tokens_total"]),
             ttft_p50=percentile(ttft, 0.5),
             ttft_p99=percentile(ttft, 0.99),
             e2e_p50=percentile(e2e, 0.5),

@@ -20,6 +20,8 @@ class MetricsSnapshot:
         requests_by_reason: finished requests per finish reason, ever.
         num_preemptions / num_compilations: cumulative counts.
         prefix_cache_queries / prefix_cache_hits: prompt tokens looked up / hit, ever.
+        spec_decode_draft_tokens / spec_decode_accepted_tokens: n-gram draft tokens verified /
+            accepted, ever (docs/speculative_decoding.md).
         ttft_p50 / ttft_p99 / e2e_p50 / e2e_p99: percentiles, in seconds, over the rolling
             window of recent requests (``None`` before the first one).
     """
@@ -39,6 +41,8 @@ class MetricsSnapshot:
     num_compilations: int
     prefix_cache_queries: int
     prefix_cache_hits: int
+    spec_decode_draft_tokens: int
+    spec_decode_accepted_tokens: int
     ttft_p50: float | None
     ttft_p99: float | None
     e2e_p50: float | None

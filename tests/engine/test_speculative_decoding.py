@@ -21,13 +21,6 @@ SPECULATIVE = dict(num_speculative_tokens=4, speculative_max_seqs=16)
 REPEATING = "red, green, blue, red, green, blue, red, green, blue, red,"
 
 
-def counter(engine, name: str) -> float:
-    value = engine.metrics.registry.get_sample_value(
-        f"esurge:{name}_total", {"model_name": engine.model_name}
-    )
-    return value or 0.0
-
-
 @pytest.fixture(scope="module")
 def engines(make_engine):
     return make_engine(**ENGINE, **SPECULATIVE), make_engine(**ENGINE)
@@ -38,7 +31,7 @@ def test_every_kind_of_request_gets_what_one_token_a_step_gives(engines):
     prompts = [*RAW_PROMPTS[: len(every_kind_of_request()) - 1], REPEATING]
     outputs = speculative.generate(prompts, every_kind_of_request())
     assert speculative.scheduler.num_preemptions > 0
-    assert counter(speculative, "spec_decode_num_accepted_tokens") > 0
+    assert speculative.metrics.snapshot().spec_decode_accepted_tokens > 0
     assert summary(outputs) == summary(plain.generate(prompts, every_kind_of_request()))
     assert speculative.kv_cache.num_free_pages == plain.kv_cache.num_free_pages
 
@@ -58,15 +51,15 @@ def test_a_repeating_greedy_output_takes_fewer_steps_and_streams_every_token(eng
         tokens.append(final.token_ids)
     assert tokens[0] == tokens[1]
     assert steps[0] < steps[1] * 0.7, steps
-    drafted = counter(speculative, "spec_decode_num_draft_tokens")
-    assert drafted >= counter(speculative, "spec_decode_num_accepted_tokens") > 0
+    snapshot = speculative.metrics.snapshot()
+    assert snapshot.spec_decode_draft_tokens >= snapshot.spec_decode_accepted_tokens > 0
 
 
 def test_greedy_tokens_with_drafts_equal_hf(engines, smollm2_oracle):
     engine = engines[0]
     prompts = [REPEATING, RAW_PROMPTS[11], RAW_PROMPTS[1], RAW_PROMPTS[8]]
     outputs = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=32))
-    assert counter(engine, "spec_decode_num_accepted_tokens") > 0
+    assert engine.metrics.snapshot().spec_decode_accepted_tokens > 0
     for prompt, output in zip(prompts, outputs):
         reference = smollm2_oracle.greedy(engine.tokenizer.encode(prompt), 32)
         assert compare_greedy(output.outputs[0].token_ids, reference) >= 1

@@ -492,20 +492,18 @@ void AttendItemVectorized(const Layout& L, const Item& it, const TQ* queries, co
     const int64_t p = first_pos + r / rows_per_token;
     row_hi[r] = std::min<int64_t>(p, it.kv_len - 1);
     row_lo[r] = FirstVisibleKey(L, p);
+    if (it.span >= 0) {  // a span of a decode token's keys
+      row_lo[r] = std::max<int64_t>(row_lo[r], it.key_from);
+      row_hi[r] = std::min<int64_t>(row_hi[r], it.key_to - 1);
+    }
     if (it.prefix_end > 0) {
       ResumeAfterSharedPrefix(L, it, it.q0 + r / rows_per_token, head, kD, row_lo[r],
                               row_max[r], denom[r], acc + r * kD);
     }
   }
-  if (it.span >= 0) {
-    for (int64_t r = 0; r < rows; ++r) {
-      row_lo[r] = std::max<int64_t>(row_lo[r], it.key_from);
-      row_hi[r] = std::min<int64_t>(row_hi[r], it.key_to - 1);
-    }
-  }
   const int64_t key_begin = row_lo[0];
-  const int64_t key_end = std::min<int64_t>(
-      std::min<int64_t>(last_pos, it.kv_len - 1) + 1, it.span >= 0 ? it.key_to : it.kv_len);
+  int64_t key_end = std::min<int64_t>(last_pos, it.kv_len - 1) + 1;  // exclusive
+  if (it.span >= 0) key_end = std::min<int64_t>(key_end, it.key_to);
   const int64_t item_offset = 2 * it.h * kD;
   const int64_t item_bytes = 2 * it.nh * kD * static_cast<int64_t>(sizeof(TKV));
   auto token_row = [&](int64_t pos) {
