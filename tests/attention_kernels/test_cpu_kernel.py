@@ -151,12 +151,28 @@ def test_head_dim_beyond_the_kernels_limit_is_rejected(rng):
 
 
 def test_library_is_cached_per_machine_and_reused(tmp_path, monkeypatch):
+    # A stand-in compiler that logs each call and writes its -o file: the real compiler
+    # builds the library every other test here loads (40 s on two cores), once per machine.
+    log = tmp_path / "calls.log"
+    compiler = tmp_path / "fake-c++"
+    compiler.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        'while [ "$#" -gt 1 ]; do [ "$1" = -o ] && echo library > "$2"; shift; done\n'
+    )
+    compiler.chmod(0o755)
     monkeypatch.setenv("ESURGE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(compiler))
     first = native_build.build_library()
-    assert first.parent == tmp_path / "native" and first.exists()
+    assert first.parent == tmp_path / "native" and first.read_text() == "library\n"
+    assert first == native_build.library_path()
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary left
+    (call,) = log.read_text().splitlines()
+    assert "-march=native" in call.split() and "ragged_paged_attention.cc" in call
     stamp = first.stat().st_mtime_ns
     assert native_build.build_library() == first
     assert first.stat().st_mtime_ns == stamp
+    assert len(log.read_text().splitlines()) == 1  # reused: the compiler ran once
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
