@@ -163,6 +163,11 @@ class RuntimeConfig(_Section):
     use_aot_forward: bool = Field(
         False, description="Compile every bucket at start-up (with a progress bar)."
     )
+    compilation_cache: bool = Field(
+        True,
+        description="Keep compiled steps on disk ($ESURGE_CACHE/xla, JAX's persistent "
+        "compilation cache) so a restart with the same settings compiles nothing.",
+    )
     huge_page_weights: bool = Field(
         True,
         description="On CPU under Linux, move the loaded weights into transparent huge pages.",

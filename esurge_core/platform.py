@@ -28,3 +28,18 @@ def current_platform() -> str:
 
     backend = jax.default_backend()
     return "gpu" if backend in {"gpu", "cuda", "rocm"} else backend
+
+
+def cpu_signature() -> str:
+    """The host CPU's model name and feature flags (``/proc/cpuinfo``; elsewhere
+    ``platform.processor()``): code compiled for this CPU (``-march=native``, XLA:CPU) runs
+    on another CPU with the same signature, so caches of compiled code are keyed by it."""
+    import platform
+    from pathlib import Path
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines)))

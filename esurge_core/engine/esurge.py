@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from esurge_core.capabilities import Requirements
+from esurge_core.compilation_cache import use_compilation_cache
 from esurge_core.components import ComponentKind
 from esurge_core.config import EngineConfig
 from esurge_core.engine.model_loading import load_model
@@ -224,6 +225,8 @@ class eSurge:
         )
         sample = registry.get(ComponentKind.SAMPLER, cfg.runtime.sampler).load()
         self.eos_token_ids = _eos_ids(loaded.hf_config, self.tokenizer)
+        if cfg.runtime.compilation_cache:
+            use_compilation_cache()
         self.runner = ModelRunner(
             self.model,
             loaded.params,

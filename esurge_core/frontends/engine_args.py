@@ -77,6 +77,13 @@ def add_engine_arguments(
         "(default: on)",
     )
     group.add_argument(
+        "--compilation-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep compiled steps on disk under $ESURGE_CACHE/xla, so a restart with the "
+        "same settings compiles nothing (default: on)",
+    )
+    group.add_argument(
         "--async-scheduling",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -113,4 +120,6 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kwargs["async_scheduling"] = args.async_scheduling
     if args.huge_page_weights is not None:
         kwargs["huge_page_weights"] = args.huge_page_weights
+    if args.compilation_cache is not None:
+        kwargs["compilation_cache"] = args.compilation_cache
     return kwargs

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import shlex
 import subprocess
 import tempfile
 from pathlib import Path
+
+from esurge_core.platform import cpu_signature
 
 _HERE = Path(__file__).parent
 SOURCES = (
@@ -50,15 +51,6 @@ class NativeBuildError(RuntimeError):
     """The C++ kernels could not be compiled (no compiler, or the compiler failed)."""
 
 
-def _cpu_signature() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
-    return "\n".join(sorted(set(lines)))
-
-
 def _cache_dir() -> Path:
     from esurge_core.packaged_models import cache_root
 
@@ -74,7 +66,7 @@ def library_path() -> Path:
         key.update(path.read_bytes())
     key.update(" ".join(FLAGS).encode())
     key.update(jaxlib.__version__.encode())
-    key.update(_cpu_signature().encode())
+    key.update(cpu_signature().encode())
     key.update(os.environ.get("CXX", "c++").encode())
     return _cache_dir() / f"esurge_cpu_kernels-{key.hexdigest()[:16]}.so"
 
