@@ -6,7 +6,10 @@ chose a folder (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``), which is then 
 JAX keys each entry by the computation, its compile options, the XLA flags and the jaxlib
 version; the folder's key adds the host CPU's model and features, because XLA:CPU compiles for
 the CPU it runs on, so a cache folder shared between machines never hands one CPU another's
-code. Executables that compile in less than ``MIN_COMPILE_SECONDS`` are not written.
+code. Executables that compile in less than ``MIN_COMPILE_SECONDS`` are not written, and the
+folder is held to ``MAX_CACHE_BYTES`` by evicting the least recently used entries; with that
+limit set, JAX reads and writes entries under a file lock, so processes sharing the folder
+never read an entry another is still writing.
 
 JAX's setting is process-wide: once an engine has set it, every later compilation of the
 process reads and writes that folder. The folder holds code the process will run: like any
@@ -23,7 +26,7 @@ from pathlib import Path
 from esurge_core.packaged_models import cache_root
 from esurge_core.platform import cpu_signature
 
-__all__ = ["MIN_COMPILE_SECONDS", "machine_cache_dir", "use_compilation_cache"]
+__all__ = ["MAX_CACHE_BYTES", "MIN_COMPILE_SECONDS", "machine_cache_dir", "use_compilation_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ logger = logging.getLogger(__name__)
 #: small models: SmolLM2's compile in 1.0-1.1 s on the 2-core Zen 4 kind; the helper jits of
 #: loading compile in milliseconds and are not worth a file each).
 MIN_COMPILE_SECONDS = 0.2
+#: The folder's size limit (SmolLM2's 30 buckets take 4.3 MB).
+MAX_CACHE_BYTES = 2 << 30
 
 
 def machine_cache_dir() -> Path:
@@ -53,5 +58,6 @@ def use_compilation_cache() -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
     logger.info("compiled steps are cached in %s", folder)
     return folder

@@ -39,6 +39,7 @@ ENGINE_RUN = textwrap.dedent(
         "hits": events.get("/jax/compilation_cache/cache_hits", 0),
         "misses": events.get("/jax/compilation_cache/cache_misses", 0),
         "folder": jax.config.jax_compilation_cache_dir,
+        "max_size": jax.config.jax_compilation_cache_max_size,
     }))
     engine.close()
     """
@@ -78,8 +79,9 @@ def test_a_restarted_engine_loads_its_compiled_steps_instead_of_compiling(tmp_pa
     first = _run_engine(root)
     folder = root / "xla" / compilation_cache.machine_cache_dir().name
     assert first["folder"] == str(folder)
+    assert first["max_size"] == compilation_cache.MAX_CACHE_BYTES  # bounded, and locked
     assert first["steps"] >= 2 and first["misses"] >= first["steps"] and first["hits"] == 0
-    assert len(list(folder.glob("jit_step-*"))) == first["steps"]
+    assert len(list(folder.glob("jit_step-*-cache"))) == first["steps"]
     assert folder.stat().st_mode & 0o077 == 0  # the owner's alone: it holds code to run
 
     again = _run_engine(root)
