@@ -3,6 +3,7 @@ compiling (``compilation_cache``, on by default)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -27,7 +28,6 @@ ENGINE_RUN = textwrap.dedent(
     def count(event, **_):
         events[event] = events.get(event, 0) + 1
     jax.monitoring.register_event_listener(count)
-    import jax
     from esurge_core import SamplingParams, eSurge
     engine = eSurge("smollm2-135m-instruct", max_model_len=64, max_num_seqs=2,
                     kv_cache_memory=16 << 20)
@@ -112,8 +112,6 @@ def test_the_folder_is_keyed_by_the_cpu_and_jaxlib(tmp_path, monkeypatch):
 
 
 def test_the_setting_is_on_by_default_and_the_cli_turns_it_off():
-    import argparse
-
     assert EngineConfig().runtime.compilation_cache is True
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
