@@ -77,6 +77,12 @@ def add_engine_arguments(
         "(default: on)",
     )
     group.add_argument(
+        "--use-aot-forward",
+        action="store_true",
+        help="compile every bucket at start-up, before the first request (a restart loads "
+        "them from the compilation cache)",
+    )
+    group.add_argument(
         "--compilation-cache",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -116,6 +122,8 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_prefix_caching:
         kwargs["enable_prefix_caching"] = False
+    if args.use_aot_forward:
+        kwargs["use_aot_forward"] = True
     if args.async_scheduling is not None:
         kwargs["async_scheduling"] = args.async_scheduling
     if args.huge_page_weights is not None:

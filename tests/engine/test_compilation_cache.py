@@ -111,7 +111,7 @@ def test_the_folder_is_keyed_by_the_cpu_and_jaxlib(tmp_path, monkeypatch):
     assert compilation_cache.machine_cache_dir() != here
 
 
-def test_the_setting_is_on_by_default_and_the_cli_turns_it_off():
+def test_the_setting_is_on_by_default_and_the_cli_turns_it_off_or_compiles_ahead():
     assert EngineConfig().runtime.compilation_cache is True
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
@@ -119,3 +119,6 @@ def test_the_setting_is_on_by_default_and_the_cli_turns_it_off():
     off = engine_kwargs(parser.parse_args(["--no-compilation-cache"]))
     assert off["compilation_cache"] is False
     assert EngineConfig.from_kwargs(**off).runtime.compilation_cache is False
+    ahead = engine_kwargs(parser.parse_args(["--use-aot-forward"]))
+    assert EngineConfig.from_kwargs(**ahead).runtime.use_aot_forward is True
+    assert "use_aot_forward" not in engine_kwargs(parser.parse_args([]))
