@@ -1,4 +1,4 @@
-"""Which accelerator platform eSurge runs on, asked of JAX only when needed.
+"""Which accelerator platform eSurge runs on (asked of JAX only when needed), and which CPU.
 
 ``ESURGE_PLATFORM`` overrides the answer (used by tests to check backend selection for TPU and
 GPU on a CPU-only machine, and by operators who want to pin a platform).
@@ -7,6 +7,8 @@ GPU on a CPU-only machine, and by operators who want to pin a platform).
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 KNOWN_PLATFORMS = ("cpu", "gpu", "tpu")
 
@@ -34,9 +36,6 @@ def cpu_signature() -> str:
     """The host CPU's model name and feature flags (``/proc/cpuinfo``; elsewhere
     ``platform.processor()``): code compiled for this CPU (``-march=native``, XLA:CPU) runs
     on another CPU with the same signature, so caches of compiled code are keyed by it."""
-    import platform
-    from pathlib import Path
-
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -79,6 +79,7 @@ def add_engine_arguments(
     group.add_argument(
         "--use-aot-forward",
         action="store_true",
+        default=None,
         help="compile every bucket at start-up, before the first request (a restart loads "
         "them from the compilation cache)",
     )
@@ -118,16 +119,12 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "prompt_lookup_max",
         "prompt_lookup_min",
         "speculative_max_seqs",
+        "use_aot_forward",
+        "compilation_cache",
+        "async_scheduling",
+        "huge_page_weights",
     )
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.no_prefix_caching:
         kwargs["enable_prefix_caching"] = False
-    if args.use_aot_forward:
-        kwargs["use_aot_forward"] = True
-    if args.async_scheduling is not None:
-        kwargs["async_scheduling"] = args.async_scheduling
-    if args.huge_page_weights is not None:
-        kwargs["huge_page_weights"] = args.huge_page_weights
-    if args.compilation_cache is not None:
-        kwargs["compilation_cache"] = args.compilation_cache
     return kwargs
